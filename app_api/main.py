@@ -1,0 +1,242 @@
+"""The model API app factory: ``create_app(settings)`` builds one FastAPI app per
+settings object, so tests and each gunicorn worker build their own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app_api import metrics
+from app_api.batching import Batcher
+from app_api.model import LoadedModel, ModelLoadError, load_model
+from app_api.preprocess import BadInput, image_from_base64
+from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
+
+log = logging.getLogger("app_api")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    image: str = Field(description="Base64 JPEG/PNG/WebP/...; a data: URL prefix is accepted.")
+
+
+class PredictResponse(BaseModel):
+    prediction: str
+    probability: float
+    model_version: str
+    variant: str
+
+
+class BodyLimit:
+    """Answers 413 before reading a body over the limit (by Content-Length, or while
+    streaming a chunked one), so a huge upload never reaches JSON parsing."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def guarded_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send):
+        body = (
+            b'{"detail":"request body is over the limit of %d bytes"}' % self.max_bytes
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _resolve_model_path(settings: ApiSettings):
+    if settings.model is not None:
+        return settings.model
+    if not DEFAULT_DEMO_MODEL.exists():
+        from app_api.demo_model import build_demo_model
+
+        log.info("no model configured: building the demo model at %s", DEFAULT_DEMO_MODEL)
+        build_demo_model(DEFAULT_DEMO_MODEL)
+    return DEFAULT_DEMO_MODEL
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    torch.set_num_threads(settings.torch_threads)
+    state: dict = {"model": None, "version": "loading"}
+    # Called with each prediction's features after the response is computed (drift).
+    feature_sinks: list[Callable[[np.ndarray], None]] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            model = load_model(
+                _resolve_model_path(settings),
+                allow_pickle=settings.allow_pickle,
+                device=settings.device,
+                version=settings.model_version,
+            )
+        except ModelLoadError as e:
+            log.error("cannot serve: %s", e)
+            raise
+        warm_up(model, settings.max_batch)
+        info = model.info
+        state["model"] = model
+        state["version"] = info.version
+        metrics.MODEL_INFO.labels(
+            settings.variant, info.version, info.sha256, info.form, info.device
+        ).set(1)
+        batcher = Batcher(model.infer, settings.max_batch, on_batch=_observe_batch)
+        batcher.start()
+        state["batcher"] = batcher
+        state["decode_pool"] = ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="decode"
+        )
+        log.info(
+            "serving %s model %s (%s, sha256 %s) on %s",
+            settings.variant, info.version, info.form, info.sha256[:12], info.device,
+        )
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            state["decode_pool"].shutdown(wait=False, cancel_futures=True)
+
+    def _observe_batch(size: int, seconds: float) -> None:
+        labels = (settings.variant, state["version"])
+        metrics.BATCH_SIZE.labels(*labels).observe(size)
+        metrics.INFERENCE_DURATION.labels(*labels).observe(seconds)
+
+    app = FastAPI(
+        title="Food-11 model API",
+        version="1",
+        lifespan=lifespan,
+        description="Classifies food photos into the 11 Food-11 classes.",
+    )
+    app.state.settings = settings
+    app.state.feature_sinks = feature_sinks
+    app.state.serving = state
+
+    @app.exception_handler(BadInput)
+    async def _bad_input(request: Request, exc: BadInput):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(body: PredictRequest, response: Response):
+        model: LoadedModel = state["model"]
+        loop = asyncio.get_running_loop()
+        labels = (settings.variant, model.info.version)
+        with metrics.PREPROCESS_DURATION.labels(*labels).time():
+            image = await loop.run_in_executor(
+                state["decode_pool"],
+                image_from_base64,
+                body.image,
+                model.info.preprocessing,
+                settings.max_pixels,
+            )
+        probs, feats = await state["batcher"].submit(image)
+        idx = int(np.argmax(probs))
+        confidence = float(probs[idx])
+        name = model.class_names[idx]
+        metrics.PREDICTION_CONFIDENCE.labels(*labels).observe(confidence)
+        metrics.PREDICTED_CLASS.labels(name, *labels).inc()
+        if feats is not None:
+            for sink in feature_sinks:
+                sink(feats)
+        response.headers["X-Model-Variant"] = settings.variant
+        response.headers["X-Model-Version"] = model.info.version
+        return PredictResponse(
+            prediction=name,
+            probability=confidence,
+            model_version=model.info.version,
+            variant=settings.variant,
+        )
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "alive", "variant": settings.variant}
+
+    @app.get("/readyz")
+    async def readyz():
+        if state["model"] is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True, "variant": settings.variant, "model_version": state["version"]}
+
+    @app.get("/model")
+    async def model_info():
+        if state["model"] is None:
+            return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
+        return {"variant": settings.variant, **state["model"].info.as_dict()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint():
+        body, content_type = metrics.render_metrics()
+        return Response(body, media_type=content_type)
+
+    # Last added is outermost: the metrics see the body limit's 413s too.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        metrics.MetricsMiddleware, variant=settings.variant, version_ref=lambda: state["version"]
+    )
+    return app
+
+
+def warm_up(model: LoadedModel, max_batch: int) -> None:
+    """Runs the batch sizes the batcher will use, so the first requests are not slow."""
+    c = model.info.preprocessing.crop
+    for n in sorted({1, 2, max_batch}):
+        model.infer(np.zeros((n, c, c, 3), dtype=np.uint8))

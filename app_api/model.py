@@ -1,0 +1,348 @@
+"""Loading the Food-11 classifier in every form it was published in, and running it.
+
+Forms, detected from the file itself:
+- ``gourmetgram`` archive: our own ``torch.save`` dict (architecture name, state_dict,
+  metadata), loaded with ``weights_only=True``; the demo model uses it.
+- the lab's ``state_dict`` for torchvision MobileNetV2 with an 11-class head.
+- a TorchScript archive.
+- a whole pickled ``nn.Module``: unpickling runs code from the file, so only with
+  an explicit opt-in (``FOOD11_ALLOW_PICKLE=1`` / ``--allow-pickle``).
+
+Every loaded model answers one forward pass with both the logits and the
+penultimate-layer features (the classifier head's input), so drift detection
+reuses the prediction's own features instead of a second pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FOOD11_CLASSES = (
+    "Bread",
+    "Dairy product",
+    "Dessert",
+    "Egg",
+    "Fried food",
+    "Meat",
+    "Noodles/Pasta",
+    "Rice",
+    "Seafood",
+    "Soup",
+    "Vegetable/Fruit",
+)
+ARCHIVE_KEY = "gourmetgram_model"
+ARCHIVE_FORMAT = 1
+
+
+class ModelLoadError(Exception):
+    """A model file that cannot be served; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input; stored with the model."""
+
+    # [h, w] squashes the whole image to that size (the lab's Resize((224, 224)));
+    # a single int resizes the shorter side to it, keeping the aspect ratio.
+    resize: tuple[int, int] | int = (224, 224)
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Preprocessing:
+        resize = d.get("resize", cls.resize)
+        resize = int(resize) if isinstance(resize, int | float) else tuple(int(v) for v in resize)
+        interp = str(d.get("interpolation", cls.interpolation))
+        if interp not in ("bilinear", "bicubic", "nearest", "lanczos"):
+            raise ModelLoadError(f"unknown interpolation {interp!r} in model metadata")
+        return cls(
+            resize=resize,
+            crop=int(d.get("crop", cls.crop)),
+            interpolation=interp,
+            mean=tuple(float(v) for v in d.get("mean", cls.mean)),
+            std=tuple(float(v) for v in d.get("std", cls.std)),
+        )
+
+
+@dataclass
+class ModelInfo:
+    """What /model shows and what the metrics label: where the model came from."""
+
+    version: str
+    sha256: str
+    form: str
+    arch: str
+    path: str
+    class_names: tuple[str, ...] = FOOD11_CLASSES
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    feature_dim: int | None = None
+    device: str = "cpu"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+
+class FeatureClassifier(nn.Module):
+    """Wraps a network so one forward pass yields ``(logits, features)``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        if hasattr(net, "features") and hasattr(net, "classifier"):
+            self.mode = "features+classifier"
+        elif hasattr(net, "body") and hasattr(net, "head"):
+            self.mode = "body+head"
+        else:
+            self.mode = "logits-only"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.mode == "features+classifier":
+            f = self.net.features(x)
+            f = torch.flatten(nn.functional.adaptive_avg_pool2d(f, 1), 1)
+            return self.net.classifier(f), f
+        if self.mode == "body+head":
+            f = self.net.body(x)
+            return self.net.head(f), f
+        return self.net(x), None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_mobilenet_v2(num_classes: int = len(FOOD11_CLASSES)) -> nn.Module:
+    """The lab's architecture: torchvision MobileNetV2, head Dropout(0.5) + Linear(1280, 11)."""
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2(weights=None)
+    net.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(1280, num_classes))
+    return net
+
+
+def _architectures():
+    from app_api import demo_model
+
+    return {
+        "mobilenet_v2_food11": lambda meta: build_mobilenet_v2(len(meta["class_names"])),
+        demo_model.ARCH: demo_model.build_architecture,
+    }
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _state_dict_of(obj) -> Mapping | None:
+    """The tensor mapping in a plain state_dict or a common checkpoint wrapper."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                return inner
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    return None
+
+
+def _load_state_dict_strict(net: nn.Module, sd: Mapping, what: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{what}: the weights do not fit this architecture "
+            f"({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(unexpected)} unexpected keys, e.g. {unexpected[:3]})"
+        )
+    for k, v in sd.items():
+        if tuple(own[k].shape) != tuple(v.shape):
+            raise ModelLoadError(
+                f"{what}: tensor {k} has shape {tuple(v.shape)}, the architecture expects "
+                f"{tuple(own[k].shape)} (wrong class count or wrong architecture?)"
+            )
+    net.load_state_dict(sd)
+
+
+def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
+    """Returns (network, metadata, form, arch) for the file at ``path``."""
+    if _is_torchscript(path):
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds here
+            raise ModelLoadError(f"{path}: corrupt TorchScript archive ({e})") from e
+        return net, {}, "torchscript", type(net).__name__
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{path} holds a whole pickled module; loading it runs code from the file. "
+                "If you trust it, allow it with FOOD11_ALLOW_PICKLE=1 "
+                "(gourmetgram serve-api --allow-pickle), or re-save it as a state_dict."
+            ) from e
+        return _read_pickle(path)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ModelLoadError(f"{path}: not a readable model file, truncated or corrupt ({e})") from e
+
+    if isinstance(obj, Mapping) and ARCHIVE_KEY in obj:
+        if obj.get(ARCHIVE_KEY) != ARCHIVE_FORMAT:
+            raise ModelLoadError(f"{path}: unknown archive format {obj.get(ARCHIVE_KEY)!r}")
+        arch = obj.get("arch")
+        builders = _architectures()
+        if arch not in builders:
+            raise ModelLoadError(f"{path}: unknown architecture {arch!r}; known: {sorted(builders)}")
+        meta = dict(obj.get("meta") or {})
+        meta.setdefault("class_names", list(FOOD11_CLASSES))
+        net = builders[arch](meta)
+        _load_state_dict_strict(net, obj["state_dict"], str(path))
+        return net, meta, "gourmetgram-archive", arch
+
+    sd = _state_dict_of(obj)
+    if sd is None:
+        raise ModelLoadError(
+            f"{path}: holds a {type(obj).__name__}, not a state_dict, TorchScript archive "
+            "or model archive"
+        )
+    net = build_mobilenet_v2()
+    _load_state_dict_strict(net, sd, f"{path} (read as the lab's MobileNetV2 state_dict)")
+    return net, {}, "state_dict", "mobilenet_v2_food11"
+
+
+def _read_pickle(path: Path) -> tuple[nn.Module, dict, str, str]:
+    log.warning("unpickling a whole module from %s (explicitly allowed)", path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - arbitrary code may raise anything
+        raise ModelLoadError(f"{path}: the pickled module could not be loaded ({e})") from e
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{path}: the pickle holds a {type(obj).__name__}, not a module")
+    return obj, {}, "pickled-module", type(obj).__name__
+
+
+class LoadedModel:
+    """A model ready to serve: network on its device, metadata, warm."""
+
+    def __init__(self, net: nn.Module, info: ModelInfo, device: torch.device):
+        self.info = info
+        self.device = device
+        self.module = FeatureClassifier(net).eval().to(device)
+        if device.type == "cpu" or device.type == "cuda":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        pp = info.preprocessing
+        # Normalisation folded into one multiply-add on uint8 input: x*scale + bias.
+        std = torch.tensor(pp.std, dtype=torch.float32)
+        mean = torch.tensor(pp.mean, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
+        self._bias = (-mean / std).view(1, 3, 1, 1).to(device)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``images``: uint8 array (N, H, W, 3). Returns softmax probabilities (N, C)
+        and the penultimate features (N, D) of the same forward pass (or None)."""
+        x = torch.from_numpy(images).to(self.device, non_blocking=True)
+        # NHWC -> NCHW view: already channels_last in memory, no copy.
+        x = x.permute(0, 3, 1, 2).float().mul_(self._scale).add_(self._bias)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits, feats = self.module(x)
+            else:
+                logits, feats = self.module(x)
+            probs = torch.softmax(logits.float(), dim=1)
+        return probs.cpu().numpy(), None if feats is None else feats.float().cpu().numpy()
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("FOOD11_DEVICE=cuda but no CUDA device is available")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def load_model(
+    path: Path,
+    *,
+    allow_pickle: bool = False,
+    device: str = "auto",
+    version: str | None = None,
+) -> LoadedModel:
+    """Loads, checks and warms a model; every failure is a ``ModelLoadError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    digest = sha256_of(path)
+    net, meta, form, arch = _read(path, allow_pickle)
+    class_names = tuple(meta.get("class_names", FOOD11_CLASSES))
+    try:
+        pp = Preprocessing.from_dict(meta.get("preprocessing", {}))
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{path}: bad preprocessing metadata ({e})") from e
+    info = ModelInfo(
+        version=version or str(meta.get("version") or f"{path.stem}-{digest[:8]}"),
+        sha256=digest,
+        form=form,
+        arch=arch,
+        path=str(path),
+        class_names=class_names,
+        preprocessing=pp,
+        device=str(pick_device(device)),
+    )
+    model = LoadedModel(net, info, torch.device(info.device))
+    probe = np.zeros((1, pp.crop, pp.crop, 3), dtype=np.uint8)
+    try:
+        probs, feats = model.infer(probe)
+    except Exception as e:  # noqa: BLE001 - any failure here means a wrong network
+        raise ModelLoadError(f"{path}: the network fails on a {pp.crop}x{pp.crop} image ({e})") from e
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise ModelLoadError(
+            f"{path}: the network outputs {probs.shape[-1]} classes, expected "
+            f"{len(class_names)} ({', '.join(class_names)})"
+        )
+    info.feature_dim = None if feats is None else int(feats.shape[1])
+    return model
+
+
+def save_archive(path: Path, net: nn.Module, arch: str, meta: dict) -> None:
+    """Writes our archive form (loadable with ``weights_only=True``) atomically."""
+    buf = io.BytesIO()
+    torch.save(
+        {ARCHIVE_KEY: ARCHIVE_FORMAT, "arch": arch, "state_dict": net.state_dict(), "meta": meta},
+        buf,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)

@@ -1,0 +1,52 @@
+"""Typed settings of one API instance, read from the environment (the systemd unit's
+EnvironmentFile) with the ``FOOD11_`` prefix, so one code base serves every variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VARIANT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOOD11_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    variant: str = Field("production", pattern=VARIANT_PATTERN)
+    # Empty means: the demo model at DEFAULT_DEMO_MODEL, built on first use.
+    model: Path | None = None
+    model_version: str | None = Field(
+        None, description="Overrides the version stored in the model file."
+    )
+    allow_pickle: bool = Field(
+        False, description="Allow loading a whole pickled module (runs code from the file)."
+    )
+    workers: int = Field(2, ge=1, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="Intra-op threads per worker; workers x threads <= cores."
+    )
+    max_batch: int = Field(8, ge=1, le=256)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=10_000)
+    decode_threads: int = Field(2, ge=1, le=64)
+    metrics_dir: Path | None = Field(
+        None, description="prometheus_client multiprocess directory; emptied at start."
+    )
+    drift_reference: Path | None = None
+    drift_queue_size: int = Field(1024, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    timeout: int = Field(60, ge=5, description="gunicorn worker timeout, seconds.")
+
+    @field_validator("model", "drift_reference", "metrics_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v in ("", None) else v
+
+
+DEFAULT_DEMO_MODEL = Path.home() / ".cache" / "gourmetgram" / "demo-model.pt"

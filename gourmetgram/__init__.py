@@ -1,0 +1,1 @@
+"""GourmetGram operations: the ``gourmetgram`` command and the libraries behind it."""

@@ -1,0 +1,5 @@
+import sys
+
+from gourmetgram.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""``serve-api`` and ``build-demo-model``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from gourmetgram.errors import UsageError
+
+# glibc's default allocator hands activation buffers back to the kernel after every
+# forward pass and maps them again on the next; these settings keep them (measured
+# by bench/bench_api.py, see docs/api.md).
+MALLOC_TUNING = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": "100000000000",
+    "MALLOC_TOP_PAD_": "536870912",
+}
+OPTION_ENV = (
+    ("host", "FOOD11_HOST"),
+    ("port", "FOOD11_PORT"),
+    ("variant", "FOOD11_VARIANT"),
+    ("model", "FOOD11_MODEL"),
+    ("model_version", "FOOD11_MODEL_VERSION"),
+    ("workers", "FOOD11_WORKERS"),
+    ("device", "FOOD11_DEVICE"),
+    ("max_batch", "FOOD11_MAX_BATCH"),
+    ("metrics_dir", "FOOD11_METRICS_DIR"),
+)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Options override the environment; the result is validated as one object."""
+    from pydantic import ValidationError
+
+    from app_api.settings import ApiSettings
+
+    for opt, env in OPTION_ENV:
+        value = getattr(args, opt, None)
+        if value is not None:
+            os.environ[env] = str(value)
+    if getattr(args, "allow_pickle", False):
+        os.environ["FOOD11_ALLOW_PICKLE"] = "1"
+    try:
+        settings = ApiSettings()
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UsageError(f"bad setting {where}: {err['msg']}") from None
+    if settings.model is not None and not settings.model.is_file():
+        raise UsageError(f"model file {settings.model} does not exist")
+    return settings
+
+
+def cmd_serve_api(args: argparse.Namespace) -> int:
+    from app_api.settings import DEFAULT_DEMO_MODEL
+
+    settings = settings_from_args(args)
+    if settings.model is None and not DEFAULT_DEMO_MODEL.exists():
+        from app_api.demo_model import build_demo_model
+
+        print(f"building the demo model at {DEFAULT_DEMO_MODEL}", file=sys.stderr)
+        build_demo_model(DEFAULT_DEMO_MODEL)
+    metrics_dir = settings.metrics_dir or Path(
+        os.environ.get("RUNTIME_DIRECTORY")
+        or Path(tempfile.gettempdir()) / f"gourmetgram-metrics-{settings.variant}-{settings.port}"
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
+    for k, v in MALLOC_TUNING.items():
+        os.environ.setdefault(k, v)
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "-c", "python:app_api.gunicorn_conf",
+        "app_api.main:create_app()",
+    ]
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def cmd_build_demo_model(args: argparse.Namespace) -> int:
+    from app_api.demo_model import build_demo_model
+    from app_api.model import load_model
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file name such as demo-model.pt")
+    if not out.parent.exists():
+        raise UsageError(f"--out: folder {out.parent} does not exist")
+    build_demo_model(out)
+    model = load_model(out, device="cpu")
+    print(f"wrote {out} (version {model.info.version}, sha256 {model.info.sha256})")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser(
+        "serve-api",
+        help="run the model API (gunicorn + uvicorn workers)",
+        description="Options override the FOOD11_* environment settings (see docs/api.md).",
+    )
+    s.add_argument("--host", help="bind address (FOOD11_HOST, default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (FOOD11_PORT, default 8000)")
+    s.add_argument("--variant", help="production, canary, ... (FOOD11_VARIANT)")
+    s.add_argument("--model", help="model file (FOOD11_MODEL; default: the demo model)")
+    s.add_argument("--model-version", help="version label (FOOD11_MODEL_VERSION)")
+    s.add_argument("--workers", type=int, help="gunicorn workers (FOOD11_WORKERS, default 2)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="FOOD11_DEVICE")
+    s.add_argument("--max-batch", type=int, help="FOOD11_MAX_BATCH (default 8)")
+    s.add_argument("--metrics-dir", help="FOOD11_METRICS_DIR (multiprocess metrics)")
+    s.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow a whole pickled module (runs code from the file; FOOD11_ALLOW_PICKLE=1)",
+    )
+    s.set_defaults(func=cmd_serve_api)
+
+    b = sub.add_parser("build-demo-model", help="build the EfficientNet-Lite0 demo model")
+    b.add_argument("--out", required=True, help="output file, e.g. demo-model.pt")
+    b.set_defaults(func=cmd_build_demo_model)

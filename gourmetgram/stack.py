@@ -1,0 +1,94 @@
+"""The validated inventory data (``group_data/all.py`` plus overrides).
+
+One typed object for everything that varies by host; templates render from
+``StackConfig.template_data()``. Unknown keys and bad values fail here, before any
+operation touches a host.
+"""
+
+from __future__ import annotations
+
+import runpy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gourmetgram.render import REPO_ROOT
+
+GROUP_DATA = REPO_ROOT / "group_data" / "all.py"
+VARIANTS = ("production", "canary")
+Port = Field(ge=1, le=65535)
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = ""
+    version: str = ""
+
+
+class StackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bind_address: str
+    public_address: str
+    nginx_port: int = Port
+    web_port: int = Port
+    api_ports: dict[str, int]
+    api_workers: int = Field(ge=1, le=64)
+    models: dict[str, ModelSpec]
+    canary_weight: int = Field(ge=0, le=100)
+    sticky_canary: bool
+    max_body_bytes: int = Field(ge=1024)
+    prometheus_port: int = Port
+    alertmanager_port: int = Port
+    node_exporter_port: int = Port
+    process_exporter_port: int = Port
+    nginx_exporter_port: int = Port
+    grafana_port: int = Port
+    scrape_interval: str = Field(pattern=r"^\d+(ms|s|m|h)$")
+    prometheus_retention: str = Field(pattern=r"^\d+(h|d|w|y)$")
+    alert_webhook_url: str
+
+    @field_validator("api_ports", "models")
+    @classmethod
+    def _both_variants(cls, v: dict) -> dict:
+        if set(v) != set(VARIANTS):
+            raise ValueError(f"needs exactly the variants {list(VARIANTS)}, got {sorted(v)}")
+        return v
+
+    @field_validator("api_ports")
+    @classmethod
+    def _port_range(cls, v: dict) -> dict:
+        for name, port in v.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port of {name} is {port}, outside 1..65535")
+        return v
+
+    def template_data(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class StackDataError(ValueError):
+    """Bad inventory data; the message names the key."""
+
+
+def defaults() -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in runpy.run_path(str(GROUP_DATA)).items()
+        if not k.startswith("_")
+    }
+
+
+def load_stack(overrides: Mapping[str, Any] | None = None, base: Path | None = None) -> StackConfig:
+    data = defaults() if base is None else {
+        k: v for k, v in runpy.run_path(str(base)).items() if not k.startswith("_")
+    }
+    data.update(overrides or {})
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise StackDataError(f"inventory data {key}: {first['msg']}") from None

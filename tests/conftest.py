@@ -1,0 +1,37 @@
+"""Shared fixtures: the demo model (built once per session) and real API processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.procs import REPO_ROOT, ApiServer
+
+# Subprocesses import this checkout, not whatever the venv was installed from.
+os.environ["PYTHONPATH"] = str(REPO_ROOT) + (
+    os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+)
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    from app_api.demo_model import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("models") / "demo-model.pt")
+
+
+@pytest.fixture
+def start_api(tmp_path):
+    """Factory: ``start_api(model, variant=..., workers=...)`` -> a ready ApiServer."""
+    servers: list[ApiServer] = []
+
+    def start(model: Path, **kw) -> ApiServer:
+        server = ApiServer(tmp_path, model, **kw)
+        servers.append(server)
+        return server.wait_ready()
+
+    yield start
+    for s in servers:
+        s.stop()
