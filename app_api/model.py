@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -191,6 +192,11 @@ def _load_state_dict_strict(net: nn.Module, sd: Mapping, what: str) -> None:
     net.load_state_dict(sd)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
     """Returns (network, metadata, form, arch) for the file at ``path``."""
     if _is_torchscript(path):
@@ -202,15 +208,25 @@ def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # weights_only refuses a pickled class by name ("Unsupported global"); any other
+        # unpickling error is a damaged file, which no opt-in would fix.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if not found:
+            raise ModelLoadError(
+                f"{path}: not a readable model file, truncated or corrupt ({_first_line(e)})"
+            ) from e
         if not allow_pickle:
             raise ModelLoadError(
-                f"{path} holds a whole pickled module; loading it runs code from the file. "
+                f"{path} holds a whole pickled module ({found.group(1)}); loading it runs code "
+                "from the file. "
                 "If you trust it, allow it with FOOD11_ALLOW_PICKLE=1 "
                 "(gourmetgram serve-api --allow-pickle), or re-save it as a state_dict."
             ) from e
         return _read_pickle(path)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ModelLoadError(f"{path}: not a readable model file, truncated or corrupt ({e})") from e
+        raise ModelLoadError(
+            f"{path}: not a readable model file, truncated or corrupt ({_first_line(e)})"
+        ) from e
 
     if isinstance(obj, Mapping) and ARCHIVE_KEY in obj:
         if obj.get(ARCHIVE_KEY) != ARCHIVE_FORMAT:

@@ -76,9 +76,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # Scaled by the format's range, not stretched to min..max: a dark 16-bit photo
+        # stays dark, as its 8-bit export would.
         arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        hi = float(arr.max()) if arr.size else 0.0
+        if im.mode == "F" and hi <= 1.0:
+            scale = 255.0
+        elif im.mode.startswith("I;16") or 255.0 < hi <= 65535.0:
+            scale = 255.0 / 65535.0
+        elif hi <= 255.0:
+            scale = 1.0
+        else:
+            scale = 255.0 / hi
+        arr = np.clip(np.rint(arr * scale), 0, 255)
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")
 

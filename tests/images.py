@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# ../shared/data beside the checkout; GOURMETGRAM_SHARED_DATA points elsewhere (a worktree).
+SHARED_DATA = Path(
+    os.environ.get("GOURMETGRAM_SHARED_DATA")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+)
 SMALL_PHOTO = SHARED_DATA / "test_image_small.jpeg"
 LARGE_PHOTO = SHARED_DATA / "test_image_large.jpeg"
 

@@ -1,0 +1,171 @@
+"""Every bad input is a 4xx with a JSON ``detail`` (never a 500), and every image form a
+camera or editor produces is classified like the plain RGB JPEG of the same picture.
+In-process (TestClient with lifespan); tests/app_api/test_server.py repeats the bad
+inputs against a real gunicorn server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app_api.main import create_app
+from app_api.model import load_model
+from app_api.preprocess import image_from_base64
+from app_api.settings import ApiSettings
+from tests.images import b64, encode, photo_bytes, textured
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_PIXELS = 4_000_000
+
+
+def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
+    """(id, raw body, extra headers, expected status, words in detail)."""
+    jpeg = encode(textured((400, 300)), quality=90)
+    j = lambda s: ('{"image": "%s"}' % s).encode()  # noqa: E731
+    bomb = encode(Image.new("1", (5000, 5000)), "PNG")  # 25 Mpx in a few kB
+    return [
+        ("empty_object", b"{}", {}, 422, "image"),
+        ("bad_data", j("bad data"), {}, 400, "base64"),
+        ("empty_string", j(""), {}, 400, "empty"),
+        ("whitespace", j("   "), {}, 400, "empty"),
+        ("base64_not_image", j(b64(b"hello, this is not a picture" * 20)), {}, 400, "not an image"),
+        ("base64_of_nothing", j("===="), {}, 400, "base64"),
+        ("truncated_jpeg", j(b64(jpeg[: len(jpeg) // 2])), {}, 400, "truncated"),
+        ("jpeg_header_only", j(b64(jpeg[:200])), {}, 400, ""),
+        ("pixel_bomb", j(b64(bomb)), {}, 413, "pixels"),
+        ("image_number", b'{"image": 12345}', {}, 422, "string"),
+        ("image_null", b'{"image": null}', {}, 422, "string"),
+        ("image_list", b'{"image": ["a"]}', {}, 422, "string"),
+        ("json_list", b'["image"]', {}, 422, ""),
+        ("malformed_json", b'{"image": "abc', {}, 422, "JSON"),
+        ("not_json", b"image=abc", {}, 422, ""),
+        ("empty_body", b"", {}, 422, ""),
+        ("over_size", b'{"image": "' + b"A" * (MAX_BODY + 10) + b'"}', {}, 413, "limit"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def client(demo_model):
+    settings = ApiSettings(
+        model=demo_model, device="cpu", variant="testing", max_body_bytes=MAX_BODY,
+        max_pixels=MAX_PIXELS, max_batch=4,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def model(demo_model):
+    return load_model(demo_model, device="cpu")
+
+
+@pytest.mark.parametrize("case", bad_inputs(), ids=lambda c: c[0])
+def test_bad_input_is_a_4xx_with_json_detail(client, case):
+    _, body, headers, status, words = case
+    r = client.post(
+        "/predict", content=body, headers={"content-type": "application/json", **headers}
+    )
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert detail
+    assert words.lower() in str(detail).lower()
+
+
+def test_good_request_after_bad_ones(client):
+    r = client.post("/predict", json={"image": b64(photo_bytes())})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"prediction", "probability", "model_version", "variant"}
+    assert body["variant"] == "testing"
+    assert r.headers["X-Model-Variant"] == "testing"
+    assert r.headers["X-Model-Version"] == body["model_version"] == "demo-effnet-lite0-1"
+
+
+def test_data_url_prefix_and_line_breaks_are_accepted(client):
+    text = b64(photo_bytes())
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    r1 = client.post("/predict", json={"image": "data:image/jpeg;base64," + text})
+    r2 = client.post("/predict", json={"image": wrapped})
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json()["prediction"] == r2.json()["prediction"]
+
+
+def test_unknown_route_and_wrong_method(client):
+    assert client.get("/nope").status_code == 404
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.json()["detail"]
+
+
+# --- image forms -------------------------------------------------------------------
+
+def _rgb(raw: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(raw))
+    im.load()
+    return im.convert("RGB")
+
+
+def _variants(raw: bytes) -> dict[str, bytes]:
+    base = _rgb(raw)
+    rgba = np.array(base.convert("RGBA"))
+    rgba[:8, :8, 3] = 0  # a transparent corner: alpha must be composited, not dropped
+    pal = base.quantize(255)
+    grey = np.asarray(base.convert("L"), dtype=np.uint16)
+    rotated = base.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    return {
+        "png": encode(base, "PNG"),
+        "rgba_png": encode(Image.fromarray(rgba, "RGBA"), "PNG"),
+        "greyscale_jpeg": encode(base.convert("L"), quality=95),
+        "cmyk_jpeg": encode(base.convert("CMYK"), quality=95),
+        "grey16_png": encode(Image.fromarray(grey * 257), "PNG"),
+        "palette_transparency_png": encode(pal, "PNG", transparency=0),
+        "exif_rotated_jpeg": encode(rotated, quality=95, exif=exif.tobytes()),
+        "webp": encode(base, "WEBP", quality=95),
+    }
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+def test_image_forms_classify_like_the_rgb_jpeg(client, large):
+    raw = photo_bytes(large)
+    ref = client.post("/predict", json={"image": b64(raw)}).json()
+    for name, data in _variants(raw).items():
+        r = client.post("/predict", json={"image": b64(data)})
+        assert r.status_code == 200, (name, r.text)
+        got = r.json()
+        assert got["prediction"] == ref["prediction"], name
+        assert abs(got["probability"] - ref["probability"]) < 0.08, (name, got, ref)
+
+
+def _prepared(model, data: bytes) -> np.ndarray:
+    return image_from_base64(b64(data), model.info.preprocessing, 10**8).astype(np.float32)
+
+
+def test_exif_orientation_is_applied(model):
+    raw = photo_bytes()
+    base = _rgb(raw)
+    v = _variants(raw)
+    want = _prepared(model, encode(base, "PNG"))
+    rotated_no_exif = _prepared(model, encode(base.transpose(Image.Transpose.ROTATE_90), quality=95))
+    got = _prepared(model, v["exif_rotated_jpeg"])
+    assert np.abs(got - want).mean() < 4.0
+    assert np.abs(rotated_no_exif - want).mean() > 4 * np.abs(got - want).mean()
+
+
+def test_sixteen_bit_keeps_its_brightness(model):
+    """A 16-bit image is scaled to 8 bits, not contrast-stretched: a dark picture stays dark."""
+    grey8 = np.asarray(_rgb(photo_bytes()).convert("L"), dtype=np.uint16)
+    dark16 = encode(Image.fromarray(grey8 * 64), "PNG")  # a quarter of the 16-bit range
+    want = _prepared(model, encode(Image.fromarray((grey8 // 4).astype(np.uint8)), "PNG"))
+    got = _prepared(model, dark16)
+    assert np.abs(got - want).mean() < 1.5
+
+
+def test_transparent_pixels_become_white(model):
+    im = Image.new("RGBA", (300, 300), (200, 10, 10, 0))
+    got = _prepared(model, encode(im, "PNG"))
+    assert got.min() == 255.0
