@@ -37,8 +37,10 @@ class PredictResponse(BaseModel):
 
 
 class BodyLimit:
-    """Answers 413 before reading a body over the limit (by Content-Length, or while
-    streaming a chunked one), so a huge upload never reaches JSON parsing."""
+    """Answers 413 before a body over the limit reaches JSON parsing: by Content-Length
+    from the header alone, and for a chunked body (no length) by reading it here, up to
+    the limit, then handing it on. (A limit raised while the app reads would surface as
+    FastAPI's 400 "error parsing the body".)"""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -48,38 +50,45 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    length = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(send)
-                    return
-        seen = 0
-        started = False
-
-        async def guarded_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, guarded_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+                    length = None
+        if length is not None:
+            if length > self.max_bytes:
                 await self._reject(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        parts, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
+                await self._reject(send)
+                return
+            parts.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send):
         body = (
@@ -97,10 +106,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _resolve_model_path(settings: ApiSettings):
