@@ -193,8 +193,12 @@ def _load_state_dict_strict(net: nn.Module, sd: Mapping, what: str) -> None:
 
 
 def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
+    """The informative part of torch's long errors: its own reason, first sentence."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
 
 
 def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
@@ -223,7 +227,7 @@ def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
                 "(gourmetgram serve-api --allow-pickle), or re-save it as a state_dict."
             ) from e
         return _read_pickle(path)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # noqa: BLE001 - garbage makes the unpickler raise anything
         raise ModelLoadError(
             f"{path}: not a readable model file, truncated or corrupt ({_first_line(e)})"
         ) from e

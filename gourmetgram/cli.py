@@ -15,8 +15,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line and exit code 2, like every UsageError (the usage
+    summary stays one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="gourmetgram", description="GourmetGram online evaluation stack"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

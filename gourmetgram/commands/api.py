@@ -54,6 +54,23 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
+def check_model(settings) -> None:
+    """Loads the model once before gunicorn starts, so a wrong file is one clear line and
+    a non-zero exit, not a traceback per worker (exec frees this process's copy)."""
+    from app_api.model import ModelLoadError, load_model
+    from app_api.settings import DEFAULT_DEMO_MODEL
+
+    try:
+        load_model(
+            settings.model or DEFAULT_DEMO_MODEL,
+            allow_pickle=settings.allow_pickle,
+            device=settings.device,
+            version=settings.model_version,
+        )
+    except ModelLoadError as e:
+        raise UsageError(f"cannot serve this model: {e}") from None
+
+
 def cmd_serve_api(args: argparse.Namespace) -> int:
     from app_api.settings import DEFAULT_DEMO_MODEL
 
@@ -63,6 +80,7 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
 
         print(f"building the demo model at {DEFAULT_DEMO_MODEL}", file=sys.stderr)
         build_demo_model(DEFAULT_DEMO_MODEL)
+    check_model(settings)
     metrics_dir = settings.metrics_dir or Path(
         os.environ.get("RUNTIME_DIRECTORY")
         or Path(tempfile.gettempdir()) / f"gourmetgram-metrics-{settings.variant}-{settings.port}"

@@ -6,6 +6,7 @@ inputs against a real gunicorn server."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ MAX_PIXELS = 4_000_000
 def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
     """(id, raw body, extra headers, expected status, words in detail)."""
     jpeg = encode(textured((400, 300)), quality=90)
-    j = lambda s: ('{"image": "%s"}' % s).encode()  # noqa: E731
+    j = lambda s: json.dumps({"image": s}).encode()  # noqa: E731
     bomb = encode(Image.new("1", (5000, 5000)), "PNG")  # 25 Mpx in a few kB
     return [
         ("empty_object", b"{}", {}, 422, "image"),

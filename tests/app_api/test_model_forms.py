@@ -150,3 +150,15 @@ def test_random_bytes_are_not_mistaken_for_a_pickle(model_files):
     with pytest.raises(ModelLoadError) as e:
         load_model(model_files["random"], device="cpu")
     assert "ALLOW_PICKLE" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x80\x02this is not a model" * 100, b"\x80\x04\x95" + bytes(range(256)) * 8, b"PK\x03\x04junk"],
+    ids=["pickle-magic-then-garbage", "protocol4-garbage", "zip-magic-then-garbage"],
+)
+def test_garbage_after_a_valid_magic_is_a_clear_error(tmp_path, data):
+    path = tmp_path / "food11.pth"
+    path.write_bytes(data)
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        load_model(path, device="cpu")

@@ -4,6 +4,7 @@ still works; body limits hold for Content-Length and chunked bodies."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -105,7 +106,7 @@ def test_body_over_limit_chunked(server, workers_at_start):
 
 
 def test_chunked_body_under_limit_is_served(server, workers_at_start):
-    payload = ('{"image": "%s"}' % b64(photo_bytes())).encode()
+    payload = json.dumps({"image": b64(photo_bytes())}).encode()
     r = requests.post(
         server.url + "/predict",
         data=(payload[i : i + 4096] for i in range(0, len(payload), 4096)),
