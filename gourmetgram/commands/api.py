@@ -87,8 +87,9 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
-    for k, v in MALLOC_TUNING.items():
-        os.environ.setdefault(k, v)
+    if os.environ.get("GOURMETGRAM_MALLOC_TUNING", "1") != "0":  # "0": glibc's defaults
+        for k, v in MALLOC_TUNING.items():
+            os.environ.setdefault(k, v)
     argv = [
         sys.executable, "-m", "gunicorn",
         "-c", "python:app_api.gunicorn_conf",
