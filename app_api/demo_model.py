@@ -68,7 +68,9 @@ class GroupedHead(nn.Module):
         self.n_groups = n_groups
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        logits = self.linear(f)
+        # In float32 whatever the body's precision (fp16 on CUDA, autocast): exp and
+        # index_add_ need one dtype, and the pooled sum is more exact.
+        logits = self.linear(f).float()
         top = logits.max(dim=1, keepdim=True).values
         summed = torch.zeros(
             logits.shape[0], self.n_groups, dtype=logits.dtype, device=logits.device

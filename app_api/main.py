@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app_api import metrics
 from app_api.batching import Batcher
-from app_api.model import LoadedModel, ModelLoadError, load_model
+from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
 from app_api.preprocess import BadInput, image_from_base64
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
 
@@ -241,7 +241,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 
 def warm_up(model: LoadedModel, max_batch: int) -> None:
-    """Runs the batch sizes the batcher will use, so the first requests are not slow."""
+    """Runs the batch sizes the batcher will use (on CUDA: captures their graphs), so
+    the first requests are not slow."""
     c = model.info.preprocessing.crop
-    for n in sorted({1, 2, max_batch}):
+    for n in sorted({1, 2, max_batch} | {b for b in GRAPH_BUCKETS if b <= max_batch}):
         model.infer(np.zeros((n, c, c, 3), dtype=np.uint8))

@@ -267,21 +267,36 @@ def _read_pickle(path: Path) -> tuple[nn.Module, dict, str, str]:
     return obj, {}, "pickled-module", type(obj).__name__
 
 
-class LoadedModel:
-    """A model ready to serve: network on its device, metadata, warm."""
+# Batch sizes a CUDA graph is captured for; a batch runs in the smallest that fits.
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
-    def __init__(self, net: nn.Module, info: ModelInfo, device: torch.device):
+
+class LoadedModel:
+    """A model ready to serve: network on its device, metadata, warm.
+
+    On CUDA the network runs in fp16 (converted once, not autocast: autocast's cast
+    kernels made MobileNetV2 slower than fp32, see docs/api.md) and each batch size is
+    replayed from a CUDA graph, since at these sizes kernel launches, not arithmetic,
+    bound the time. A network that cannot be captured runs eagerly."""
+
+    def __init__(self, net: nn.Module, info: ModelInfo, device: torch.device,
+                 cuda_graphs: bool = True):
         self.info = info
         self.device = device
         self.module = FeatureClassifier(net).eval().to(device)
         if device.type == "cpu" or device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            self.module = self.module.half()
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        self._graphs: dict[int, tuple] = {}
         pp = info.preprocessing
         # Normalisation folded into one multiply-add on uint8 input: x*scale + bias.
         std = torch.tensor(pp.std, dtype=torch.float32)
         mean = torch.tensor(pp.mean, dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device)
-        self._bias = (-mean / std).view(1, 3, 1, 1).to(device)
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device, self.dtype)
+        self._bias = (-mean / std).view(1, 3, 1, 1).to(device, self.dtype)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -289,18 +304,51 @@ class LoadedModel:
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``images``: uint8 array (N, H, W, 3). Returns softmax probabilities (N, C)
-        and the penultimate features (N, D) of the same forward pass (or None)."""
+        and the penultimate features (N, D) of the same forward pass (or None).
+        Called from one thread at a time (the batcher's)."""
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
         # NHWC -> NCHW view: already channels_last in memory, no copy.
-        x = x.permute(0, 3, 1, 2).float().mul_(self._scale).add_(self._bias)
+        x = x.permute(0, 3, 1, 2).to(self.dtype).mul_(self._scale).add_(self._bias)
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    logits, feats = self.module(x)
+            if self.cuda_graphs:
+                logits, feats = self._graphed(x)
             else:
                 logits, feats = self.module(x)
             probs = torch.softmax(logits.float(), dim=1)
         return probs.cpu().numpy(), None if feats is None else feats.float().cpu().numpy()
+
+    def _graphed(self, x: torch.Tensor):
+        n = x.shape[0]
+        bucket = next((b for b in GRAPH_BUCKETS if b >= n), None)
+        entry = self._graphs.get(bucket) if bucket else None
+        if bucket and entry is None:
+            entry = self._capture(bucket, x.shape[1:])
+        if entry is None:
+            return self.module(x)
+        graph, static_in, (logits, feats) = entry
+        static_in[:n].copy_(x)
+        graph.replay()
+        return logits[:n], None if feats is None else feats[:n]
+
+    def _capture(self, bucket: int, shape: torch.Size):
+        static_in = torch.zeros((bucket, *shape), device=self.device, dtype=self.dtype)
+        static_in = static_in.to(memory_format=torch.channels_last)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.module(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outs = self.module(static_in)
+        except Exception as e:  # noqa: BLE001 - any capture failure: run eagerly
+            log.warning("CUDA graph capture failed (%s); running the model eagerly", e)
+            self.cuda_graphs = False
+            return None
+        self._graphs[bucket] = (graph, static_in, outs)
+        return self._graphs[bucket]
 
 
 def pick_device(setting: str) -> torch.device:
