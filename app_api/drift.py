@@ -317,7 +317,8 @@ def build_reference(
     extra_meta: dict | None = None,
 ) -> DriftReference:
     """Splits, fits R, calibrates on H. Same inputs and seed give the same reference."""
-    features = np.asarray(features, dtype=np.float64)
+    # Stored as float32: rounded first, so the file's features rebuild it exactly.
+    features = np.asarray(features, dtype=np.float32).astype(np.float64)
     if features.ndim != 2 or len(features) < MIN_REFERENCE:
         raise DriftReferenceError(
             f"a reference needs at least {MIN_REFERENCE} samples, got {len(features)}"
