@@ -25,9 +25,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import requests
-from PIL import Image, ImageFilter
+# One BLAS thread, as in the API workers (serve-api sets OMP_NUM_THREADS likewise).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
