@@ -463,8 +463,9 @@ class DriftMonitor:
         self._thread.join(timeout)
 
     def submit(self, features: np.ndarray) -> None:
+        # A copy, so a queued row does not keep its whole batch's array alive.
         try:
-            self.queue.put_nowait(features)
+            self.queue.put_nowait(np.array(features, dtype=np.float32))
         except queue.Full:
             self._dropped.inc()
 
@@ -473,6 +474,10 @@ class DriftMonitor:
             item = self.queue.get()
             if item is self._stop:
                 return
+            if not np.isfinite(item).all():
+                # NaN/inf would poison the window for W samples: not tested, counted.
+                self._dropped.inc()
+                continue
             try:
                 stat, _, alarm = self.detector.update(item)
             except Exception:  # noqa: BLE001 - a bad sample must not stop monitoring
