@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app_api import metrics
 from app_api.batching import Batcher
+from app_api.drift import DriftReferenceError, start_monitor
 from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
 from app_api.preprocess import BadInput, image_from_base64
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
@@ -140,6 +141,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise
         warm_up(model, settings.max_batch)
         info = model.info
+        try:
+            drift = start_monitor(settings, info)
+        except DriftReferenceError as e:
+            log.error("cannot serve: %s", e)
+            raise
+        if drift is not None:
+            feature_sinks.append(drift.submit)
         state["model"] = model
         state["version"] = info.version
         metrics.MODEL_INFO.labels(
@@ -160,6 +168,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         finally:
             await batcher.stop()
             state["decode_pool"].shutdown(wait=False, cancel_futures=True)
+            if drift is not None:
+                feature_sinks.remove(drift.submit)
+                drift.stop()
 
     def _observe_batch(size: int, seconds: float) -> None:
         labels = (settings.variant, state["version"])

@@ -130,3 +130,42 @@ class MetricsMiddleware:
             HTTP_REQUESTS.labels(
                 handler, method, f"{status_holder['code'] // 100}xx", *labels
             ).inc()
+
+# Drift detection (app_api/drift.py). Each worker runs its own detector; counters sum
+# over workers, so rate(drift_events_total) / rate(drift_samples_total) is the alarm
+# rate per sample (1/ERT when nothing drifts).
+DRIFT_TEST_STAT_BUCKETS = (
+    -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+    0.5, 0.75, 1.0, 1.5,
+)
+DRIFT_EVENTS = Counter(
+    "drift_events_total",
+    "Drift alarms: the windowed MMD^2 statistic above the calibrated threshold.",
+    VERSION_LABELS,
+)
+DRIFT_TEST_STAT = Histogram(
+    "drift_test_stat",
+    "MMD^2 between the reference set and the window of the latest samples, per sample.",
+    VERSION_LABELS,
+    buckets=DRIFT_TEST_STAT_BUCKETS,
+)
+DRIFT_THRESHOLD = Gauge(
+    "drift_threshold",
+    "Calibrated threshold of drift_test_stat after the first window (from the reference).",
+    VERSION_LABELS,
+    multiprocess_mode="livemax",
+)
+DRIFT_SAMPLES = Counter(
+    "drift_samples_total", "Samples tested by the drift detector.", VERSION_LABELS
+)
+DRIFT_DROPPED = Counter(
+    "drift_samples_dropped_total",
+    "Samples not tested because the drift queue was full (the response never waits).",
+    VERSION_LABELS,
+)
+DRIFT_ENABLED = Gauge(
+    "drift_enabled",
+    "1 when a drift reference is loaded, 0 when drift detection is off.",
+    VERSION_LABELS,
+    multiprocess_mode="livemax",
+)

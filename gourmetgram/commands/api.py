@@ -28,6 +28,7 @@ OPTION_ENV = (
     ("device", "FOOD11_DEVICE"),
     ("max_batch", "FOOD11_MAX_BATCH"),
     ("metrics_dir", "FOOD11_METRICS_DIR"),
+    ("drift_reference", "FOOD11_DRIFT_REFERENCE"),
 )
 
 
@@ -51,6 +52,8 @@ def settings_from_args(args: argparse.Namespace):
         raise UsageError(f"bad setting {where}: {err['msg']}") from None
     if settings.model is not None and not settings.model.is_file():
         raise UsageError(f"model file {settings.model} does not exist")
+    if settings.drift_reference is not None and not settings.drift_reference.is_file():
+        raise UsageError(f"drift reference {settings.drift_reference} does not exist")
     return settings
 
 
@@ -71,6 +74,19 @@ def check_model(settings) -> None:
         raise UsageError(f"cannot serve this model: {e}") from None
 
 
+def _check_drift_reference(path: Path, model: Path) -> None:
+    """Fails before gunicorn starts; each worker checks again when it loads the model."""
+    from app_api.drift import DriftReference, DriftReferenceError
+    from app_api.model import sha256_of
+
+    try:
+        ref = DriftReference.load(path)
+        # The feature dimension is checked by the workers, once the model is loaded.
+        ref.check_model(sha256_of(model), ref.features.shape[1], str(path))
+    except DriftReferenceError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_serve_api(args: argparse.Namespace) -> int:
     from app_api.settings import DEFAULT_DEMO_MODEL
 
@@ -81,6 +97,8 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
         print(f"building the demo model at {DEFAULT_DEMO_MODEL}", file=sys.stderr)
         build_demo_model(DEFAULT_DEMO_MODEL)
     check_model(settings)
+    if settings.drift_reference is not None:
+        _check_drift_reference(settings.drift_reference, settings.model or DEFAULT_DEMO_MODEL)
     metrics_dir = settings.metrics_dir or Path(
         os.environ.get("RUNTIME_DIRECTORY")
         or Path(tempfile.gettempdir()) / f"gourmetgram-metrics-{settings.variant}-{settings.port}"
@@ -129,6 +147,11 @@ def register(sub) -> None:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="FOOD11_DEVICE")
     s.add_argument("--max-batch", type=int, help="FOOD11_MAX_BATCH (default 8)")
     s.add_argument("--metrics-dir", help="FOOD11_METRICS_DIR (multiprocess metrics)")
+    s.add_argument(
+        "--drift-reference",
+        help="turn drift detection on with this reference, made by build-drift-reference "
+        "(FOOD11_DRIFT_REFERENCE; see docs/drift.md)",
+    )
     s.add_argument(
         "--allow-pickle",
         action="store_true",
