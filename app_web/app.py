@@ -59,7 +59,9 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
-def _megabytes(n: int) -> str:
+def _size_text(n: int) -> str:
+    if n < 1_000_000:
+        return f"{max(1, round(n / 1000))} kB"
     return f"{n / 1_000_000:.1f}".rstrip("0").rstrip(".") + " MB"
 
 
@@ -78,7 +80,6 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     app.request_class = InMemoryRequest
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
         MAX_FORM_PARTS=20,
         SEND_FILE_MAX_AGE_DEFAULT=24 * 3600,
         JSON_SORT_KEYS=False,
@@ -91,7 +92,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     test_photo = settings.test_image.read_bytes()
     test_photo_is_bundled = settings.test_image.resolve().parent == PACKAGE_DIR / "static"
     asset_version = _asset_version()
-    limit_text = _megabytes(settings.max_upload_bytes)
+    limit_text = _size_text(settings.max_upload_bytes)
 
     @app.context_processor
     def _page_context():
@@ -167,7 +168,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):
         size = request.content_length
-        what = f"This upload is {_megabytes(size)}" if size else "This upload is too large"
+        what = f"This upload is {_size_text(size)}" if size else "This upload is too large"
         return answer(error=WebError(
             413, "That photo is too large",
             f"{what}; photos up to {limit_text} are accepted. Try a smaller photo.",
