@@ -48,6 +48,7 @@ def cmd_serve_web(args: argparse.Namespace) -> int:
         os.environ.get("RUNTIME_DIRECTORY")
         or Path(tempfile.gettempdir()) / f"gourmetgram-metrics-web-{settings.port}"
     )
+    metrics_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     argv = [
         sys.executable, "-m", "gunicorn",
