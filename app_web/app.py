@@ -100,6 +100,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
             "asset": lambda name: url_for("static", filename=name, v=asset_version),
             "max_upload_bytes": settings.max_upload_bytes,
             "limit_text": limit_text,
+            "keeps_uploads": store is not None,
         }
 
     # ---- request bookkeeping: metrics, the sticky client id, security headers ----

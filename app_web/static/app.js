@@ -32,6 +32,10 @@
     result.replaceChildren(box);
   }
 
+  function sizeText(n) {
+    return n < 1e6 ? Math.max(1, Math.round(n / 1e3)) + " kB" : (n / 1e6).toFixed(1) + " MB";
+  }
+
   function currentFile() {
     return input.files && input.files.length ? input.files[0] : null;
   }
@@ -47,7 +51,7 @@
       submit.disabled = true;
       return;
     }
-    fileName.textContent = file.name + " \u00b7 " + (file.size / 1e6).toFixed(1) + " MB";
+    fileName.textContent = file.name + " \u00b7 " + sizeText(file.size);
     if (file.size > maxBytes) {
       submit.disabled = true;
       showError("That photo is too large", "Photos up to " + limitText + " are accepted. Try a smaller photo.");
@@ -105,6 +109,7 @@
         if (type.indexOf("text/html") === 0 && text.trim()) {
           // Our own server-rendered fragment; every value in it is escaped by the template.
           result.innerHTML = text;
+          if (result.scrollIntoView) { result.scrollIntoView({ block: "nearest", behavior: "smooth" }); }
         } else {
           showError("Something went wrong", "The server answered " + resp.status + ". Please try again.");
         }

@@ -1,4 +1,4 @@
-"""Fixtures for the web app: one real model API per module (the demo model), real
+"""Fixtures for the web app: one real model API for all of them (the demo model), real
 ``serve-web`` processes, and small HTTP upstreams for the failures a healthy API
 never produces (a 500, garbage, silence)."""
 
@@ -19,9 +19,9 @@ from tests.procs import ApiServer, Proc, child_env, free_port
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(tmp_path_factory, demo_model) -> ApiServer:
-    """A real ``gourmetgram serve-api`` with the demo model, shared by a module's tests."""
+    """A real ``gourmetgram serve-api`` with the demo model, shared by the web tests."""
     server = ApiServer(tmp_path_factory.mktemp("api"), demo_model)
     try:
         yield server.wait_ready()

@@ -62,6 +62,7 @@ def test_page_has_form_and_only_local_assets(api_url):
         assert not ref.startswith(("http:", "https:", "//")), f"{ref} is not served by the app"
         assert client.get(ref).status_code == 200, ref
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    assert "not kept" in html
 
 
 def test_page_gives_a_sticky_client_cookie_once(api_url):
@@ -355,6 +356,7 @@ def test_kept_uploads_get_generated_names_in_a_bounded_dir(upstream, tmp_path):
     note = json.loads(next(keep.glob("*.json")).read_text())
     assert note["prediction"] == "Soup" and note["variant"] == "canary"
     assert not (tmp_path / "etc").exists()
+    assert "not kept" not in client.get("/").text, "the page says that photos are kept"
 
 
 # ---- settings and the command line ----
