@@ -119,6 +119,8 @@ def test_upload_submit_and_read_the_answer(api, start_web, browser, tmp_path):
     assert "GourmetGram" in browser.title
     submit = find(browser, "#submit")
     assert not submit.is_enabled(), "nothing to submit before a photo is chosen"
+    assert find(browser, "#drop-hint").is_displayed()
+    screenshot(browser, tmp_path, "web-empty.png")
 
     photo = lab_photo()
     find(browser, "#file").send_keys(str(photo))
