@@ -13,6 +13,7 @@ from gourmetgram.errors import UsageError
 COMMAND_MODULES = (
     "gourmetgram.commands.api",
     "gourmetgram.commands.drift",
+    "gourmetgram.commands.web",
 )
 
 

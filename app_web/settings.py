@@ -1,0 +1,81 @@
+"""Typed settings of the web app, read from the environment (the systemd unit's
+EnvironmentFile) with the ``WEB_`` prefix; the lab's ``FASTAPI_SERVER_URL`` is
+accepted for the API's address so the lab's compose files keep working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_TEST_PHOTO = PACKAGE_DIR / "static" / "test-photo.jpeg"
+
+
+class WebSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WEB_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        validation_alias=AliasChoices("WEB_API_URL", "FASTAPI_SERVER_URL", "api_url"),
+        description="Base URL of the model API; POSTs go to <api_url>/predict "
+        "(in the deployed stack, Nginx's /api so web traffic takes part in the canary split).",
+    )
+    api_connect_timeout: float = Field(2.0, gt=0, le=60)
+    api_timeout: float = Field(10.0, gt=0, le=300, description="Read timeout of one API call.")
+    api_retries: int = Field(
+        1, ge=0, le=3, description="Retries after a connection error (never after a read timeout)."
+    )
+    # 6 MB of image is 8 MB of base64: the API's default body limit (FOOD11_MAX_BODY_BYTES).
+    max_upload_bytes: int = Field(6_000_000, ge=1024, le=200_000_000)
+    upload_dir: Path | None = Field(
+        None, description="Keep uploads here under generated names; empty keeps nothing."
+    )
+    upload_keep: int = Field(1000, ge=1, le=1_000_000, description="Most uploads kept in upload_dir.")
+    sticky_client: bool = Field(
+        True, description="Give each browser a random id (cookie gg_client) sent as X-Client-Id."
+    )
+    cookie_secure: bool = Field(False, description="Mark the cookie Secure (site served over HTTPS).")
+    test_image: Path = BUNDLED_TEST_PHOTO
+    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(4, ge=1, le=64, description="Threads per gunicorn worker (gthread).")
+    timeout: int = Field(60, ge=5, le=600, description="gunicorn worker timeout, seconds.")
+    metrics_dir: Path | None = Field(
+        None, description="prometheus_client multiprocess directory; emptied at start."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("upload_dir", "metrics_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return None if v in ("", None) else v
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        v = v.strip()
+        if not v.startswith(("http://", "https://")) or len(v.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000")
+        if any(c.isspace() for c in v) or "?" in v or "#" in v:
+            raise ValueError("must be a base URL without spaces, query or fragment")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _worker_outlives_api_call(self):
+        worst = (self.api_retries + 1) * self.api_connect_timeout + self.api_timeout
+        if self.timeout <= worst:
+            raise ValueError(
+                f"timeout ({self.timeout}s) must exceed the longest API call ({worst:g}s), "
+                "or gunicorn kills workers that are waiting for the API"
+            )
+        return self
+
+    @property
+    def predict_url(self) -> str:
+        return f"{self.api_url}/predict"

@@ -1,0 +1,125 @@
+"""Fixtures for the web app: one real model API for all of them (the demo model), real
+``serve-web`` processes, and small HTTP upstreams for the failures a healthy API
+never produces (a 500, garbage, silence)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from app_web.settings import BUNDLED_TEST_PHOTO
+from tests.procs import ApiServer, Proc, child_env, free_port
+
+LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory, demo_model) -> ApiServer:
+    """A real ``gourmetgram serve-api`` with the demo model, shared by the web tests."""
+    server = ApiServer(tmp_path_factory.mktemp("api"), demo_model)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+class WebServer:
+    """A real ``gourmetgram serve-web`` (gunicorn)."""
+
+    def __init__(self, tmp: Path, api_url: str, workers: int = 1, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_dir = tmp / f"web-metrics-{self.port}"
+        argv = [
+            sys.executable, "-m", "gourmetgram", "serve-web", "--host", "127.0.0.1",
+            "--port", str(self.port), "--api-url", api_url, "--workers", str(workers),
+            "--metrics-dir", str(self.metrics_dir),
+        ]
+        self.proc = Proc(argv, tmp / f"web-{self.port}.log", env=child_env(**(env or {})))
+
+    def wait_ready(self) -> WebServer:
+        self.proc.wait_http(self.url + "/healthz", timeout=60)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@pytest.fixture
+def start_web(tmp_path):
+    servers: list[WebServer] = []
+
+    def start(api_url: str, **kw) -> WebServer:
+        server = WebServer(tmp_path, api_url, **kw)
+        servers.append(server)
+        return server.wait_ready()
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+class Upstream:
+    """A stand-in model API on a free port that answers what a test tells it to and
+    records the requests it got (status, body and headers are set per test)."""
+
+    def __init__(self):
+        self.status = 200
+        self.body = json.dumps(
+            {"prediction": "Soup", "probability": 0.9, "model_version": "v-stub", "variant": "canary"}
+        ).encode()
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                outer.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
+                )
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def silent_api():
+    """A socket that accepts connections (kernel backlog) and never answers: a hung API."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """Nothing listens here: the API is down."""
+    return f"http://127.0.0.1:{free_port()}"
