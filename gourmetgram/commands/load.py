@@ -95,7 +95,9 @@ def build_spec(args: argparse.Namespace):
     elif sc == "errors":
         phases = load.stepped(load.ERROR_RAMP_CLIENTS, step or 30.0, rate)
     elif sc == "steady":
-        phases = [load.Phase(duration if duration is not None else 60.0, clients or 1, rate)]
+        if duration is None and requests_cap is None:
+            duration = 60.0
+        phases = [load.Phase(duration, clients or 1, rate)]
     else:
         phases = [load.Phase(duration, clients or 1, rate)]
     if args.report:
@@ -210,12 +212,24 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """argparse prints a usage block and leaves unknown options to the top-level
+    parser; here every argument error is one line from this command."""
+
     def error(message: str):
         print(f"gourmetgram load: {message} (see gourmetgram load --help)", file=sys.stderr)
         sys.exit(2)
 
-    return error
+    known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extras = known(args, namespace)
+        if extras:
+            error("unrecognized arguments: " + " ".join(extras))
+        return ns, extras
+
+    parser.error = error
+    parser.parse_known_args = parse_known_args
 
 
 def register(sub) -> None:
@@ -230,24 +244,28 @@ def register(sub) -> None:
             "Ctrl-C stops and prints the summary (exit code 130). See docs/load.md."
         ),
     )
-    p.error = _one_line_error(p)
+    _one_line_errors(p)
     p.add_argument("scenario", choices=SCENARIOS, help="traffic pattern")
     p.add_argument("folder", nargs="?", help="images: the folder of photos (searched recursively)")
     p.add_argument("--url", required=True,
                    help="Nginx front (http://host, sends to /api/predict) or one API instance "
                         "(http://127.0.0.1:8000, sends to /predict); detected from /readyz")
     p.add_argument("--path", help="endpoint path, when detection does not fit (e.g. /api/predict)")
-    p.add_argument("--image", help="ramp/steady: the photo to send (default: a generated 400x300 JPEG)")
-    p.add_argument("--step", help="ramp/errors: seconds per step (default 30, the lab's)")
-    p.add_argument("--clients", help="steady/images: concurrent clients (default 1)")
-    p.add_argument("--duration", help="steady: seconds (default 60); images: stop after this long")
-    p.add_argument("--rate", help="open loop: requests per second (ramp/errors: the peak rate)")
+    p.add_argument("--image", metavar="FILE",
+                   help="ramp/steady: the photo to send (default: a generated 400x300 JPEG)")
+    p.add_argument("--step", metavar="S", help="ramp/errors: seconds per step (default 30, the lab's)")
+    p.add_argument("--clients", metavar="N", help="steady/images: concurrent clients (default 1)")
+    p.add_argument("--duration", metavar="S",
+                   help="steady: seconds (default 60, or until --requests); images: stop after this long")
+    p.add_argument("--rate", metavar="R", help="open loop: requests per second (ramp/errors: the peak rate)")
     p.add_argument("--loop", action="store_true", help="images: go round the folder until stopped")
-    p.add_argument("--requests", help="stop after this many requests (e.g. the lab's 100)")
-    p.add_argument("--timeout", help="seconds per request (default 5, the lab's)")
-    p.add_argument("--max-duration", help="hard limit on the whole run in seconds (default 1800)")
-    p.add_argument("--max-in-flight", help="open loop: most requests in flight at once (default 64)")
-    p.add_argument("--seed", help="random seed for the image order and error bodies")
+    p.add_argument("--requests", metavar="N", help="stop after this many requests (e.g. the lab's 100)")
+    p.add_argument("--timeout", metavar="S", help="seconds per request (default 5, the lab's)")
+    p.add_argument("--max-duration", metavar="S",
+                   help="hard limit on the whole run in seconds (default 1800)")
+    p.add_argument("--max-in-flight", metavar="N",
+                   help="open loop: most requests in flight at once (default 64)")
+    p.add_argument("--seed", metavar="N", help="random seed for the image order and error bodies")
     p.add_argument("--report", metavar="DIR",
                    help="write requests.csv, summary.json and load.png (latency/throughput plot) here")
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")

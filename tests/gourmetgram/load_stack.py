@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import requests
@@ -112,3 +113,20 @@ def predict_counts(api_url: str) -> dict[str, float]:
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     return {k: round(after.get(k, 0) - before.get(k, 0)) for k in after}
+
+
+def settled(read, expect_total: int, timeout: float = 5.0):
+    """``read()`` once its total reaches ``expect_total`` (or after ``timeout``): the server
+    counts a request just after sending its response, so a read can be a hair early."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if _total(value) >= expect_total or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _total(value) -> float:
+    if isinstance(value, dict):
+        return sum(_total(v) for v in value.values())
+    return value

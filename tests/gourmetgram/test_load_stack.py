@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gourmetgram import load
-from tests.gourmetgram.load_stack import TwoVariants, delta, predict_counts
+from tests.gourmetgram.load_stack import TwoVariants, delta, predict_counts, settled
 from tests.images import encode, photo_bytes, textured
 from tests.procs import REPO_ROOT, child_env
 
@@ -33,9 +33,16 @@ def deltas(before, after):
     return {v: delta(before[v], after[v]) for v in before}
 
 
-def spec(url, phases, payloads=None, **kw):
-    return load.LoadSpec(url=url, phases=phases,
+def spec(url, phases, payloads=None, timeout=30.0, **kw):
+    """A generous timeout: other tests share this machine, and a request the client gave
+    up on would still be counted by the server."""
+    return load.LoadSpec(url=url, phases=phases, timeout=timeout,
                          payloads=payloads or load.Payloads.image(photo_bytes()), **kw)
+
+
+def after(stack, before, n):
+    """Per-variant deltas since ``before``, once the servers have counted ``n`` requests."""
+    return settled(lambda: deltas(before, counts(stack)), n)
 
 
 def test_endpoint_detection(stack):
@@ -49,7 +56,7 @@ def test_counts_and_variant_shares_match_the_servers(stack):
     before = counts(stack)
     url = load.resolve_endpoint(stack.nginx.url)
     result = load.run_load(spec(url, [load.Phase(4.0, clients=3)]))
-    d = deltas(before, counts(stack))
+    d = after(stack, before, len(result.records))
     s = result.summary()
     assert s["requests"] > 40
     assert s["status"] == {"200": s["requests"]}
@@ -72,7 +79,7 @@ def test_error_ramp_gives_only_4xx(stack):
     url = load.resolve_endpoint(stack.nginx.url)
     result = load.run_load(spec(url, load.stepped(load.ERROR_RAMP_CLIENTS, 0.4),
                                 load.Payloads.errors(seed=1), scenario="errors"))
-    d = deltas(before, counts(stack))
+    d = after(stack, before, len(result.records))
     s = result.summary()
     assert s["requests"] > 50
     assert set(s["status"]) == {"400", "422"}, s["status"]
@@ -85,13 +92,14 @@ def test_error_ramp_gives_only_4xx(stack):
 
 
 def test_open_loop_holds_the_rate(stack):
-    """20 s at 20 req/s against one instance (1 worker, the small photo): the requests go
-    out on schedule, within 5% overall and in every 5 s window."""
+    """20 s at 10 req/s against one instance (1 worker, the small photo; a rate this
+    2-core machine sustains while other tests run): the requests go out on schedule,
+    within 5% overall and in every 5 s window, and the server counts each one."""
     api = stack.production
     before = predict_counts(api.url)
-    rate, seconds = 20.0, 20.0
-    result = load.run_load(spec(api.url + "/predict", [load.Phase(seconds, rate=rate)]))
-    d = delta(before, predict_counts(api.url))
+    rate, seconds = 10.0, 20.0
+    result = load.run_load(spec(api.url + "/predict", [load.Phase(seconds, rate=rate)], timeout=30))
+    d = settled(lambda: delta(before, predict_counts(api.url)), len(result.records))
     s = result.summary()
     assert s["requests"] == d["2xx"] == pytest.approx(rate * seconds, rel=0.05)
     assert s["not_sent"] == 0
@@ -128,10 +136,11 @@ def run_cli(*args, **kw):
 def test_ramp_report_files_and_plot(stack, tmp_path):
     before = counts(stack)
     report = tmp_path / "report"
-    proc = run_cli("ramp", "--url", stack.nginx.url, "--step", "1", "--report", str(report))
+    proc = run_cli("ramp", "--url", stack.nginx.url, "--step", "1", "--timeout", "30",
+                   "--report", str(report))
     assert proc.returncode == 0, proc.stderr
-    d = deltas(before, counts(stack))
     summary = json.loads((report / "summary.json").read_text())
+    d = after(stack, before, summary["requests"])
     assert summary["requests"] == sum(sum(v.values()) for v in d.values())
     assert summary["url"] == stack.nginx.url + "/api/predict"
     rows = (report / "requests.csv").read_text().splitlines()
@@ -151,7 +160,7 @@ def test_ctrl_c_stops_and_prints_what_was_sent(stack):
     before = predict_counts(api.url)
     p = subprocess.Popen(
         [sys.executable, "-m", "gourmetgram", "load", "steady", "--url", api.url,
-         "--clients", "2", "--duration", "120"],
+         "--clients", "2", "--duration", "120", "--timeout", "30"],
         cwd=REPO_ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -169,7 +178,7 @@ def test_ctrl_c_stops_and_prints_what_was_sent(stack):
     assert "interrupted" in out
     assert "Traceback" not in err
     sent = int(out.split("requests", 1)[1].split()[0])
-    assert sent == delta(before, predict_counts(api.url))["2xx"] >= 10
+    assert sent == settled(lambda: delta(before, predict_counts(api.url)), sent)["2xx"] >= 10
     # It stopped early: nowhere near 120 s of traffic.
     duration = float(out.split("duration", 1)[1].split()[0])
     assert duration < 60
