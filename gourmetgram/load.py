@@ -96,19 +96,20 @@ class Payloads:
             raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         rng = random.Random(seed)
         order: list[Path] = []
+        passes = 0
 
         def make():
+            nonlocal passes
             if not order:
-                if make.passes and not loop:
+                if passes and not loop:
                     return None
                 order.extend(rng.sample(files, len(files)))
-                make.passes += 1
+                passes += 1
             path = order.pop()
             # Read and encode per request: an evaluation set does not have to fit in memory.
             body = json.dumps({"image": base64.b64encode(path.read_bytes()).decode()}).encode()
             return body, str(path.relative_to(root))
 
-        make.passes = 0
         return cls(make, total=None if loop else len(files))
 
 
@@ -533,6 +534,21 @@ def _per_second(records: Sequence[Record], seconds: int) -> Iterator[tuple[int, 
         yield s, bins.get(s, [])
 
 
+def _plan(result: LoadResult) -> tuple[list[float], list[float]]:
+    """The planned clients (closed loop) or request rate (open loop) as a step line,
+    up to where the run ended."""
+    times, values, t = [], [], 0.0
+    for ph in result.spec.phases:
+        if t >= result.duration:
+            break
+        times.append(t)
+        values.append(ph.rate if result.spec.open_loop else ph.clients)
+        t = result.duration if ph.seconds is None else t + ph.seconds
+    times.append(min(t, result.duration))
+    values.append(values[-1] if values else 0)
+    return times, values
+
+
 def plot(result: LoadResult, path: Path, title: str = "") -> Path:
     """Latency (per-second p50 and p99, each request as a dot) and throughput over
     time, one colour per variant; non-2xx answers as red crosses and a red line."""
@@ -554,7 +570,7 @@ def plot(result: LoadResult, path: Path, title: str = "") -> Path:
         label = f"{variant} {version}".strip()
         c = colours[variant]
         ax_lat.scatter([r.scheduled + r.latency for r in rs], [r.latency * 1000 for r in rs],
-                       s=4, alpha=0.25, color=c, linewidths=0)
+                       s=7, alpha=0.35, color=c, linewidths=0)
         xs, p50, p99, tp = [], [], [], []
         for s, bucket in _per_second(rs, seconds):
             tp.append(len(bucket))
@@ -573,14 +589,19 @@ def plot(result: LoadResult, path: Path, title: str = "") -> Path:
         tp_bad = [len(b) for _, b in _per_second(bad, seconds)]
         ax_tp.step(range(seconds + 1), tp_bad, where="post", color="tab:red", lw=1.5,
                    label="non-2xx / no answer")
-    clients = [(r.scheduled, r.clients) for r in records]
-    if clients and not result.spec.open_loop and len({c for _, c in clients}) > 1:
+    if len(variants) > 1:
+        total = [len(b) for _, b in _per_second([r for r in records if 200 <= r.status < 300], seconds)]
+        ax_tp.step(range(seconds + 1), total, where="post", color="black", lw=1, alpha=0.7,
+                   label="all 2xx")
+    times, values = _plan(result)
+    if result.spec.open_loop:
+        ax_tp.step(times, values, where="post", color="grey", lw=1.2, ls="--", label="scheduled rate")
+    elif len(set(values)) > 1:
         ax_cl = ax_tp.twinx()
-        clients.sort()
-        ax_cl.step([t for t, _ in clients], [c for _, c in clients], where="post",
-                   color="grey", lw=1, alpha=0.6)
-        ax_cl.set_ylabel("clients", color="grey")
-        ax_cl.set_ylim(bottom=0)
+        ax_cl.step(times, values, where="post", color="grey", lw=1.2, ls="--")
+        ax_cl.set_ylabel("clients (dashed)", color="grey")
+        ax_cl.set_ylim(0, max(values) * 1.15)
+        ax_cl.yaxis.get_major_locator().set_params(integer=True)
     ax_lat.set_ylabel("latency (ms)")
     if records and max(r.latency for r in records) / max(1e-6, min(r.latency for r in records)) > 50:
         ax_lat.set_yscale("log")

@@ -177,6 +177,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         spec.url = load.resolve_endpoint(args.url, args.path, timeout=spec.timeout)
     except load.EndpointError as e:
         raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print("gourmetgram load: interrupted before any traffic", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
     run = load.LoadRun(spec)
     progress = None if args.quiet else Progress(spec)

@@ -55,10 +55,11 @@ def test_endpoint_detection(stack):
 def test_counts_and_variant_shares_match_the_servers(stack):
     before = counts(stack)
     url = load.resolve_endpoint(stack.nginx.url)
-    result = load.run_load(spec(url, [load.Phase(4.0, clients=3)]))
+    # A count, not a time: 40 requests whatever the machine's load (10 full 3:1 cycles).
+    result = load.run_load(spec(url, [load.Phase(None, clients=3)], max_requests=40))
     d = after(stack, before, len(result.records))
     s = result.summary()
-    assert s["requests"] > 40
+    assert s["requests"] == 40
     assert s["status"] == {"200": s["requests"]}
     # Every request the generator counted reached a server, and no other.
     assert s["requests"] == sum(sum(v.values()) for v in d.values())
@@ -92,22 +93,24 @@ def test_error_ramp_gives_only_4xx(stack):
 
 
 def test_open_loop_holds_the_rate(stack):
-    """20 s at 10 req/s against one instance (1 worker, the small photo; a rate this
-    2-core machine sustains while other tests run): the requests go out on schedule,
-    within 5% overall and in every 5 s window, and the server counts each one."""
+    """20 s at 10 req/s against one instance (1 worker, the small photo): the requests go
+    out on schedule, within 5% overall and 10% in every 5 s window, and the server counts
+    each one. Enough senders that a server slowed by other tests on this 2-core machine
+    makes the requests wait (latency), not the schedule slip."""
     api = stack.production
     before = predict_counts(api.url)
     rate, seconds = 10.0, 20.0
-    result = load.run_load(spec(api.url + "/predict", [load.Phase(seconds, rate=rate)], timeout=30))
+    result = load.run_load(spec(api.url + "/predict", [load.Phase(seconds, rate=rate)],
+                                timeout=60, max_in_flight=256))
     d = settled(lambda: delta(before, predict_counts(api.url)), len(result.records))
     s = result.summary()
     assert s["requests"] == d["2xx"] == pytest.approx(rate * seconds, rel=0.05)
     assert s["not_sent"] == 0
     sent = sorted(r.sent for r in result.records)
     assert (len(sent) - 1) / (sent[-1] - sent[0]) == pytest.approx(rate, rel=0.05)
-    for w in range(4):
+    for w in range(4):  # and no burst or gap: each 5 s window within 10% (5 requests)
         in_window = sum(1 for t in sent if 5 * w <= t < 5 * (w + 1))
-        assert in_window == pytest.approx(rate * 5, rel=0.05), (w, in_window)
+        assert in_window == pytest.approx(rate * 5, rel=0.1), (w, in_window)
     # Latency counts from the scheduled time, never before it.
     assert all(r.sent >= r.scheduled - 1e-3 for r in result.records)
     assert all(r.latency >= r.sent - r.scheduled for r in result.records)
@@ -153,6 +156,10 @@ def test_ramp_report_files_and_plot(stack, tmp_path):
     # The printed table names both variants with their versions.
     assert "canary" in proc.stdout and "canary-2" in proc.stdout and "production" in proc.stdout
     assert "p99" in proc.stdout and "200:" in proc.stdout
+    # Not a terminal: plain progress lines (every 5 s) on stderr, not a redrawn bar.
+    progress = [line for line in proc.stderr.splitlines() if "req/s" in line]
+    assert progress and all("p50" in line and "clients" in line for line in progress)
+    assert "\r" not in proc.stderr
 
 
 def test_ctrl_c_stops_and_prints_what_was_sent(stack):
