@@ -191,7 +191,8 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # a second Ctrl-C does not wait for in-flight requests
         run.stop()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM (timeout, systemd, kill) ends a run like Ctrl-C: with the summary.
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"sending {spec.scenario} to {spec.url} (Ctrl-C stops and prints the summary)",
           file=sys.stderr)
     try:
@@ -202,7 +203,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if progress:
             progress(run)
             progress.close()
@@ -244,7 +246,7 @@ def register(sub) -> None:
             "--duration S), errors (1,3,5,10,5,3,1 clients sending {} or bad base64), images DIR "
             "(every image under DIR, shuffled, once or --loop). --rate R sends R requests/s on a "
             "schedule instead (open loop; latency counts from the scheduled time). "
-            "Ctrl-C stops and prints the summary (exit code 130). See docs/load.md."
+            "Ctrl-C (or SIGTERM) stops and prints the summary (exit code 130). See docs/load.md."
         ),
     )
     _one_line_errors(p)

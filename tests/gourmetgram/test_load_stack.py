@@ -162,7 +162,8 @@ def test_ramp_report_files_and_plot(stack, tmp_path):
     assert "\r" not in proc.stderr
 
 
-def test_ctrl_c_stops_and_prints_what_was_sent(stack):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_and_prints_what_was_sent(stack, sig):
     api = stack.production
     before = predict_counts(api.url)
     p = subprocess.Popen(
@@ -175,7 +176,7 @@ def test_ctrl_c_stops_and_prints_what_was_sent(stack):
         while predict_counts(api.url)["2xx"] - before["2xx"] < 10:
             assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
             time.sleep(0.1)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
