@@ -58,6 +58,7 @@ class Record:
     prediction: str = ""
     probability: float | None = None
     clients: int = 0
+    client_id: str = ""  # the X-Client-Id sent, with ``client_ids``
 
 
 class Payloads:
@@ -149,6 +150,10 @@ class LoadSpec:
     max_requests: int | None = None
     max_in_flight: int = 64  # open loop: threads sending at once
     headers: dict[str, str] = field(default_factory=dict)
+    # Send ``X-Client-Id`` picked at random from this many ids (as the web app does per
+    # browser), so Nginx's sticky canary mode has users to keep on one variant.
+    client_ids: int | None = None
+    seed: int | None = None
 
     @property
     def open_loop(self) -> bool:
@@ -244,6 +249,8 @@ class LoadRun:
         self.started_at = 0.0
         self.ended_mono: float | None = None
         self._threads: list[threading.Thread] = []
+        self._rng = random.Random(spec.seed)
+        self._client_ids = [f"load-{self._rng.getrandbits(64):016x}" for _ in range(spec.client_ids or 0)]
 
     # -- control -------------------------------------------------------------------------
     def start(self) -> LoadRun:
@@ -308,6 +315,11 @@ class LoadRun:
 
     def _send(self, session: requests.Session, scheduled: float, body: bytes, label: str) -> None:
         headers = {"Content-Type": "application/json", **self.spec.headers}
+        client_id = ""
+        if self._client_ids:
+            with self._lock:
+                client_id = self._rng.choice(self._client_ids)
+            headers["X-Client-Id"] = client_id
         sent = time.perf_counter() - self.started_mono
         status, variant, version, error, pred, prob = 0, NO_VARIANT, "", "", "", None
         try:
@@ -332,7 +344,7 @@ class LoadRun:
         rec = Record(
             scheduled=scheduled, sent=sent, latency=end - scheduled, status=status,
             variant=variant, model_version=version, error=error, input=label,
-            prediction=pred, probability=prob, clients=self._clients_now,
+            prediction=pred, probability=prob, clients=self._clients_now, client_id=client_id,
         )
         with self._lock:
             self.records.append(rec)

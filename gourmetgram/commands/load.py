@@ -48,6 +48,7 @@ def build_spec(args: argparse.Namespace):
     max_duration = _number(args, "max_duration")
     max_in_flight = _number(args, "max_in_flight", int)
     seed = _number(args, "seed", int, strict=False)
+    client_ids = _number(args, "client_ids", int)
     if clients is not None and clients > 1000:
         raise UsageError(f"--clients {clients} is more than 1000 threads; use --rate for more load")
     if max_in_flight is not None and max_in_flight > 1000:
@@ -115,6 +116,8 @@ def build_spec(args: argparse.Namespace):
         max_duration=max_duration or 1800.0,
         max_requests=requests_cap,
         max_in_flight=max_in_flight or 64,
+        client_ids=client_ids,
+        seed=seed,
     )
 
 
@@ -270,6 +273,8 @@ def register(sub) -> None:
                    help="hard limit on the whole run in seconds (default 1800)")
     p.add_argument("--max-in-flight", metavar="N",
                    help="open loop: most requests in flight at once (default 64)")
+    p.add_argument("--client-ids", metavar="N",
+                   help="send X-Client-Id, one of N random ids per request (Nginx's sticky canary split)")
     p.add_argument("--seed", metavar="N", help="random seed for the image order and error bodies")
     p.add_argument("--report", metavar="DIR",
                    help="write requests.csv, summary.json and load.png (latency/throughput plot) here")

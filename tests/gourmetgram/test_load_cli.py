@@ -75,6 +75,7 @@ BAD = [
     ("timeout zero", lambda t: ["steady", "--timeout", "0"], "--timeout must be over 0"),
     ("max-duration zero", lambda t: ["steady", "--max-duration", "0"], "--max-duration must be over 0"),
     ("requests zero", lambda t: ["steady", "--requests", "0"], "--requests must be over 0"),
+    ("client-ids zero", lambda t: ["steady", "--client-ids", "0"], "--client-ids must be over 0"),
     ("seed text", lambda t: ["errors", "--seed", "x"], "--seed must be a whole number"),
     ("rate and clients", lambda t: ["steady", "--rate", "5", "--clients", "2"], "exclude each other"),
     ("step on steady", lambda t: ["steady", "--step", "5"], "--step applies to ramp"),

@@ -18,8 +18,10 @@ SERVICE_S = 0.2
 
 class _Slow(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    client_ids: list[str] = []
 
     def do_POST(self):
+        self.client_ids.append(self.headers.get("X-Client-Id", ""))
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         time.sleep(SERVICE_S)
         body = json.dumps({"prediction": "Soup", "probability": 0.5}).encode()
@@ -102,6 +104,18 @@ def test_unreachable_server_is_recorded_not_raised():
     result = load.run_load(spec(url, [load.Phase(None, clients=1)], max_requests=3, timeout=2))
     assert [r.status for r in result.records] == [0, 0, 0]
     assert result.summary()["status"] == {"connection error": 3}
+
+
+def test_client_ids_are_sent_and_recorded(slow_url):
+    _Slow.client_ids = []
+    result = load.run_load(spec(slow_url, [load.Phase(None, clients=3)], max_requests=12,
+                                client_ids=3, seed=7))
+    sent = [r.client_id for r in result.records]
+    assert len(set(sent)) <= 3 and all(i.startswith("load-") for i in sent)
+    assert sorted(_Slow.client_ids) == sorted(sent)
+    again = load.LoadRun(spec(slow_url, [load.Phase(1)], client_ids=3, seed=7))
+    first = load.LoadRun(spec(slow_url, [load.Phase(1)], client_ids=3, seed=7))
+    assert again._client_ids == first._client_ids and len(set(first._client_ids)) == 3
 
 
 def test_ramp_rate_shape_and_percentiles():
