@@ -620,13 +620,15 @@ def plot(result: LoadResult, path: Path, title: str = "") -> Path:
     else:
         ax_lat.set_ylim(bottom=0)
     ax_lat.grid(alpha=0.3)
-    ax_lat.legend(loc="upper left", fontsize=8, ncol=2)
+    if ax_lat.get_legend_handles_labels()[0]:
+        ax_lat.legend(loc="upper left", fontsize=8, ncol=2)
     ax_tp.set_ylabel("responses / s")
     ax_tp.set_xlabel("time since start (s)")
     ax_tp.set_ylim(bottom=0)
     ax_tp.set_xlim(0, seconds)
     ax_tp.grid(alpha=0.3)
-    ax_tp.legend(loc="upper left", fontsize=8)
+    if ax_tp.get_legend_handles_labels()[0]:
+        ax_tp.legend(loc="upper left", fontsize=8)
     s = result.summary()
     ax_lat.set_title(
         title or f"gourmetgram load {result.spec.scenario}: {s['requests']} requests, "
