@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "gourmetgram.commands.api",
     "gourmetgram.commands.drift",
     "gourmetgram.commands.web",
+    "gourmetgram.commands.load",
 )
 
 
