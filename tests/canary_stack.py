@@ -8,9 +8,14 @@ does not depend on what the page is.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from gourmetgram import canary
 from gourmetgram.hostconfig import render_standalone
 from gourmetgram.hostlayout import HostLayout, host_layout
 from gourmetgram.stack import VARIANTS, StackConfig, load_stack
+from tests.images import photo_bytes
 from tests.procs import ApiServer, Proc, free_port
 
 
@@ -170,3 +176,82 @@ class CanaryStack:
 
 def variant_of(r: requests.Response) -> str:
     return r.headers.get("x-model-variant", f"HTTP {r.status_code}")
+
+
+BODY = {"image": base64.b64encode(photo_bytes()).decode()}
+
+
+def predict(session: requests.Session, url: str, **headers) -> requests.Response:
+    return session.post(url + "/api/predict", json=BODY, headers=headers, timeout=30)
+
+
+def served_by(session: requests.Session, url: str) -> str:
+    """The variant that answered GET /api/healthz (it names itself in the body)."""
+    r = session.get(url + "/api/healthz", timeout=30)
+    return r.json()["variant"] if r.status_code == 200 else f"HTTP {r.status_code}"
+
+
+def count_variants(url: str, n: int, clients: int = 4, cheap: bool = False) -> Counter:
+    """``n`` requests from ``clients`` concurrent sessions; variant -> count. Predictions
+    (variant from the X-Model-Variant header) unless ``cheap``: then /api/healthz, which
+    takes the same route through Nginx without a forward pass."""
+    def run(k: int) -> Counter:
+        c: Counter = Counter()
+        with requests.Session() as s:
+            for _ in range(k):
+                c[served_by(s, url) if cheap else variant_of(predict(s, url))] += 1
+        return c
+
+    share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    with ThreadPoolExecutor(clients) as ex:
+        return sum(ex.map(run, share), Counter())
+
+
+class Load:
+    """Closed-loop clients posting predictions until stopped; every outcome counted."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url = url
+        self.stop_flag = threading.Event()
+        self.results: Counter = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def _client(self) -> None:
+        with requests.Session() as s:
+            while not self.stop_flag.is_set():
+                try:
+                    r = predict(s, self.url)
+                    outcome = variant_of(r) if r.status_code == 200 else f"HTTP {r.status_code}"
+                    if r.status_code != 200:
+                        self.failures.append(f"{r.status_code} {r.text[:100]}")
+                except requests.RequestException as e:
+                    outcome = "error"
+                    self.failures.append(repr(e))
+                with self.lock:
+                    self.results[outcome] += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60)
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.results.values())
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        """Until ``n`` more requests completed (no sleeps guessing the rate)."""
+        target = self.total() + n
+        deadline = time.monotonic() + timeout
+        while self.total() < target:
+            assert time.monotonic() < deadline, f"load stalled at {self.results}"
+            time.sleep(0.02)
+
+
