@@ -10,7 +10,7 @@ from __future__ import annotations
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -39,6 +39,7 @@ class StackConfig(BaseModel):
     web_port: int = Port
     api_ports: dict[str, int]
     api_workers: int = Field(ge=1, le=64)
+    api_device: Literal["auto", "cpu", "cuda"]
     models: dict[str, ModelSpec]
     canary_weight: int = Field(ge=0, le=100)
     sticky_canary: bool

@@ -14,6 +14,9 @@ nginx_port = 80
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
 api_workers = 2
+# Where the APIs run the model: "auto" (CUDA where present), "cpu" (also hides every
+# device from the API unit) or "cuda".
+api_device = "auto"
 
 # Model file per variant on the controller; "" means the demo model.
 models = {

@@ -38,6 +38,8 @@ def renders() -> dict[str, str]:
         out[f"nginx/{name}"] = render_site(load_stack(data), HOST)
     for name, text in render_units(load_stack(), HOST).items():
         out[f"systemd/{name}"] = text
+    out["systemd/food11-api@.service-cpu"] = render_units(load_stack({"api_device": "cpu"}), HOST)[
+        "food11-api@.service"]
     stack = load_stack({"models": {"production": {"path": "/var/lib/gourmetgram/models/food11-v1.pt",
                                                    "version": "v1"},
                                     "canary": {"path": "", "version": ""}}})
@@ -109,6 +111,7 @@ def test_layout_overrides_from_environment(tmp_path):
     ({"api_timeout_seconds": 0}, "api_timeout_seconds"),
     ({"api_timeout_seconds": "soon"}, "api_timeout_seconds"),
     ({"canary_weight": 101}, "canary_weight"),
+    ({"api_device": "tpu"}, "api_device"),
     ({"canary_weight": -1}, "canary_weight"),
     ({"models": {"production": {"path": "", "version": "a b"}, "canary": {}}}, "models.production.version"),
     ({"models": {"production": {}, "blue": {}}}, "models"),

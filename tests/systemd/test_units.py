@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                 reason="systemd-analyze is not installed (scripts/install-test-deps.sh)")
 
 
-@pytest.fixture
-def units(tmp_path) -> Path:
+@pytest.fixture(params=["auto", "cpu"])
+def units(tmp_path, request) -> Path:
     """Units rendered with a venv whose `gourmetgram` exists (verify checks ExecStart)."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -30,7 +30,7 @@ def units(tmp_path) -> Path:
     layout = host_layout({"GOURMETGRAM_VENV_DIR": str(venv)})
     out = tmp_path / "units"
     out.mkdir()
-    for name, text in render_units(load_stack(), layout).items():
+    for name, text in render_units(load_stack({"api_device": request.param}), layout).items():
         (out / name).write_text(text)
     # An instance of the template, as systemd would load it.
     shutil.copy(out / "food11-api@.service", out / "food11-api@canary.service")
@@ -74,6 +74,14 @@ def test_security_exposure_below_4(units, unit):
 def test_units_carry_the_required_directives(units, directive):
     for unit in ("food11-api@canary.service", "gourmetgram-web.service"):
         assert directive in (units / unit).read_text(), (unit, directive)
+
+
+@pytest.mark.parametrize("device, private", [("cpu", True), ("auto", False), ("cuda", False)])
+def test_api_unit_sees_gpu_devices_only_when_it_may_use_them(device, private):
+    text = render_units(load_stack({"api_device": device}), host_layout({}))["food11-api@.service"]
+    assert ("PrivateDevices=yes" in text) is private
+    assert ("DeviceAllow=char-nvidia-frontend rw" in text) is not private
+    assert "DevicePolicy=closed" in text
 
 
 def test_api_unit_reads_one_env_file_per_variant(units):
