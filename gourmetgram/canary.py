@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -37,8 +38,28 @@ from gourmetgram.stack import VARIANTS, VERSION_PATTERN, StackConfig, StackDataE
 
 log = logging.getLogger("gourmetgram.canary")
 
+SYSLOG_SOCKET = "/dev/log"
 READY_TIMEOUT = 180.0
 RELOAD_TIMEOUT = 15.0
+
+
+def setup_logging() -> None:
+    """Sends this module's change log to stderr and, where there is one, the journal
+    (syslog identifier ``gourmetgram-canary``). Call once from a command or daemon."""
+    logger = logging.getLogger("gourmetgram")
+    if logger.handlers:
+        return
+    logger.setLevel(logging.INFO)
+    err = logging.StreamHandler()
+    err.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(err)
+    if os.path.exists(SYSLOG_SOCKET):
+        try:
+            handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+        except OSError:
+            return
+        handler.ident = "gourmetgram-canary: "
+        logger.addHandler(handler)
 
 
 class CanaryError(Exception):
@@ -462,5 +483,5 @@ def initialise(stack: StackConfig, layout: HostLayout | None = None) -> None:
 __all__ = [
     "CanaryError", "Services", "SystemdServices", "StackDataError", "apply_site", "check_weight",
     "check_variant", "initialise", "load_state", "probe", "promote", "rollback", "set_weight",
-    "ship", "status", "validate_site", "write_weight_metric",
+    "setup_logging", "ship", "status", "validate_site", "write_weight_metric",
 ]

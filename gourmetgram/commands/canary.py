@@ -4,32 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import logging.handlers
-import os
-import sys
 
 from gourmetgram.errors import UsageError
-
-SYSLOG_SOCKET = "/dev/log"
-
-
-def _logging() -> None:
-    """Changes go to stderr and, on a host with a journal, to syslog (the journal)."""
-    logger = logging.getLogger("gourmetgram")
-    if logger.handlers:
-        return
-    logger.setLevel(logging.INFO)
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(err)
-    if os.path.exists(SYSLOG_SOCKET):
-        try:
-            sys_h = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
-            sys_h.ident = "gourmetgram-canary: "
-            logger.addHandler(sys_h)
-        except OSError:
-            pass
 
 
 def _weight(text: str) -> int:
@@ -43,9 +19,10 @@ def _weight(text: str) -> int:
 
 
 def _call(fn, *args, **kw):
+    from gourmetgram import canary
     from gourmetgram.canary import CanaryError
 
-    _logging()
+    canary.setup_logging()
     try:
         return fn(*args, **kw)
     except CanaryError as e:

@@ -81,6 +81,19 @@ def test_status_command(stack):
     assert "version v1" in out.stdout and "serving v2" in out.stdout
 
 
+def test_promote_leaves_traffic_on_canary_when_production_does_not_restart(stack, monkeypatch):
+    def fail(variant):
+        raise canary.CanaryError(f"systemctl restart food11-api@{variant} failed: start limit hit")
+    monkeypatch.setattr(stack.services, "restart_api", fail)
+    with pytest.raises(canary.CanaryError, match="Traffic stays 100% on the canary"):
+        canary.promote(layout=stack.layout, services=stack.services)
+    assert canary.load_state(stack.layout).canary_weight == 100
+    assert requests.get(stack.status_url + "/gourmetgram-canary", timeout=5).text.startswith(
+        "canary_weight=100 ")
+    monkeypatch.undo()
+    stack.set_weight(0)
+
+
 def test_ship_then_promote_under_load_without_failures(stack, demo_model, tmp_path):
     new_model = tmp_path / "candidate.pt"
     new_model.write_bytes(demo_model.read_bytes())
@@ -103,6 +116,7 @@ def test_ship_then_promote_under_load_without_failures(stack, demo_model, tmp_pa
     actions = [line.split('"action": "')[1].split('"')[0]
                for line in stack.layout.history_file.read_text().splitlines()]
     assert actions[-4:] == ["ship", "set", "promote-drain", "promote"]
+    assert "restart production" not in stack.services.calls[:stack.services.calls.index("restart canary")]
     env = stack.layout.env_file("production").read_text()
     assert "FOOD11_MODEL_VERSION=v3\n" in env and str(stack.layout.model_file("v3")) in env
 

@@ -121,14 +121,14 @@ def test_failover_when_canary_is_killed_under_load(stack):
     canary_api = stack.apis["canary"]
     try:
         with Load(stack.url, clients=4) as load:
-            load.wait_for(40)
+            load.wait_for(20)
             assert load.results["canary"] > 0
             os.killpg(canary_api.proc.pid, signal.SIGKILL)
             canary_api.proc.popen.wait(10)
             before = load.results["production"]
-            load.wait_for(60)
+            load.wait_for(40)
         assert load.failures == [], load.failures[:5]
-        assert load.results["production"] > before + 50
+        assert load.results["production"] >= before + 40
         log = stack.nginx.error_log.read_text()
         assert "upstream server temporarily disabled" in log or "connect() failed" in log
         assert "no live upstreams" not in log
