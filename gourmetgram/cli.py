@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "gourmetgram.commands.drift",
     "gourmetgram.commands.web",
     "gourmetgram.commands.load",
+    "gourmetgram.commands.canary",
+    "gourmetgram.commands.smoke",
 )
 
 

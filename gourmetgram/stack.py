@@ -10,9 +10,9 @@ from __future__ import annotations
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gourmetgram.render import REPO_ROOT
 
@@ -21,10 +21,13 @@ VARIANTS = ("production", "canary")
 Port = Field(ge=1, le=65535)
 
 
+VERSION_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$"
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = ""
-    version: str = ""
+    version: str = Field("", pattern=VERSION_PATTERN)
 
 
 class StackConfig(BaseModel):
@@ -36,6 +39,7 @@ class StackConfig(BaseModel):
     web_port: int = Port
     api_ports: dict[str, int]
     api_workers: int = Field(ge=1, le=64)
+    api_device: Literal["auto", "cpu", "cuda"]
     models: dict[str, ModelSpec]
     canary_weight: int = Field(ge=0, le=100)
     sticky_canary: bool
@@ -45,6 +49,8 @@ class StackConfig(BaseModel):
     node_exporter_port: int = Port
     process_exporter_port: int = Port
     nginx_exporter_port: int = Port
+    nginx_status_port: int = Port
+    api_timeout_seconds: int = Field(ge=1, le=600)
     grafana_port: int = Port
     scrape_interval: str = Field(pattern=r"^\d+(ms|s|m|h)$")
     prometheus_retention: str = Field(pattern=r"^\d+(h|d|w|y)$")
@@ -56,6 +62,18 @@ class StackConfig(BaseModel):
         if set(v) != set(VARIANTS):
             raise ValueError(f"needs exactly the variants {list(VARIANTS)}, got {sorted(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackConfig:
+        ports = [
+            self.web_port, *self.api_ports.values(), self.prometheus_port, self.alertmanager_port,
+            self.node_exporter_port, self.process_exporter_port, self.nginx_exporter_port,
+            self.nginx_status_port, self.grafana_port,
+        ]
+        dup = sorted({p for p in ports if ports.count(p) > 1})
+        if dup:
+            raise ValueError(f"ports used twice on the bind address: {dup}")
+        return self
 
     @field_validator("api_ports")
     @classmethod
@@ -91,4 +109,5 @@ def load_stack(overrides: Mapping[str, Any] | None = None, base: Path | None = N
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise StackDataError(f"inventory data {key}: {first['msg']}") from None
+        where = f" {key}" if key else ""
+        raise StackDataError(f"inventory data{where}: {first['msg']}") from None

@@ -14,6 +14,9 @@ nginx_port = 80
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
 api_workers = 2
+# Where the APIs run the model: "auto" (CUDA where present), "cpu" (also hides every
+# device from the API unit) or "cuda".
+api_device = "auto"
 
 # Model file per variant on the controller; "" means the demo model.
 models = {
@@ -32,6 +35,10 @@ alertmanager_port = 9093
 node_exporter_port = 9100
 process_exporter_port = 9256
 nginx_exporter_port = 9113
+# Nginx's stub_status (for the nginx exporter), on bind_address only.
+nginx_status_port = 8088
+# Nginx's read/send timeout towards the model API, seconds (a cold prediction is < 1 s).
+api_timeout_seconds = 30
 grafana_port = 3000
 scrape_interval = "15s"
 prometheus_retention = "15d"

@@ -1,0 +1,257 @@
+"""A whole canary stack for tests: two real API processes, a real Nginx master running
+the rendered site, and the on-host layout in a temp folder.
+
+The only stand-in is the page at ``/``: the web app (another part of the project) is
+replaced by a static page served by ``python -m http.server``; the routing under test
+does not depend on what the page is.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from gourmetgram import canary
+from gourmetgram.hostconfig import render_standalone
+from gourmetgram.hostlayout import HostLayout, host_layout
+from gourmetgram.stack import VARIANTS, StackConfig, load_stack
+from tests.images import photo_bytes
+from tests.procs import ApiServer, Proc, free_port
+
+
+def make_layout(root: Path) -> HostLayout:
+    env = {
+        "GOURMETGRAM_ETC_DIR": str(root / "etc"),
+        "GOURMETGRAM_STATE_DIR": str(root / "state"),
+        "GOURMETGRAM_NGINX_SITE": str(root / "nginx" / "sites-enabled" / "gourmetgram.conf"),
+        "GOURMETGRAM_NGINX_LOG_DIR": str(root / "nginx" / "log"),
+        "GOURMETGRAM_TEXTFILE_DIR": str(root / "textfile"),
+    }
+    layout = host_layout(env)
+    for d in (layout.etc_dir, layout.state_dir, layout.nginx_site.parent, layout.nginx_log_dir,
+              layout.textfile_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    return layout
+
+
+def stack_data(model: Path, **overrides) -> StackConfig:
+    """Stack data on free loopback ports, both variants on the given model file."""
+    data = {
+        "bind_address": "127.0.0.1", "public_address": "127.0.0.1",
+        "nginx_port": free_port(), "web_port": free_port(), "nginx_status_port": free_port(),
+        "grafana_port": free_port(),
+        "api_ports": {"production": free_port(), "canary": free_port()},
+        "api_workers": 1,
+        "models": {"production": {"path": str(model), "version": "v1"},
+                   "canary": {"path": str(model), "version": "v2"}},
+    }
+    data.update(overrides)
+    return load_stack(data)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            out[k] = v
+    return out
+
+
+class NginxMaster:
+    """Our own Nginx master (daemon off) on the standalone wrapper around the live site."""
+
+    def __init__(self, root: Path, layout: HostLayout):
+        self.prefix = root / "nginx"
+        self.conf = self.prefix / "nginx.conf"
+        self.pid_file = self.prefix / "nginx.pid"
+        self.error_log = self.prefix / "log" / "error.log"
+        user = "root" if os.geteuid() == 0 else ""
+        self.conf.write_text(render_standalone(layout.nginx_site, self.prefix, nginx_user=user))
+        self.globals = f"pid {self.pid_file}; error_log {self.error_log} warn;"
+        self.layout = layout
+        self.proc: Proc | None = None
+
+    def argv(self, *extra: str) -> list[str]:
+        return [str(self.layout.nginx_bin), "-c", str(self.conf), "-p", str(self.prefix), *extra]
+
+    def start(self, ready_url: str) -> None:
+        self.proc = Proc(self.argv("-g", "daemon off; " + self.globals), self.prefix / "master.log")
+        self.proc.wait_http(ready_url, timeout=20)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
+@dataclass
+class LocalServices:
+    """canary.Services for the test stack: our Nginx master and our API processes."""
+
+    stack: CanaryStack
+    calls: list[str] = field(default_factory=list)
+
+    def check_nginx(self) -> None:
+        self.calls.append("check")
+        canary._run(self.stack.nginx.argv("-t", "-q", "-g", self.stack.nginx.globals), "nginx -t")
+
+    def reload_nginx(self) -> None:
+        self.calls.append("reload")
+        os.kill(self.stack.nginx.proc.pid, signal.SIGHUP)
+
+    def restart_api(self, variant: str) -> None:
+        self.calls.append(f"restart {variant}")
+        self.stack.restart_api(variant)
+
+
+class CanaryStack:
+    def __init__(self, root: Path, model: Path, **overrides):
+        self.root = root
+        self.layout = make_layout(root)
+        self.stack = stack_data(model, **overrides)
+        self.apis: dict[str, ApiServer] = {}
+        self.web: Proc | None = None
+        self.nginx = NginxMaster(root, self.layout)
+        self.services = LocalServices(self)
+        self.url = f"http://127.0.0.1:{self.stack.nginx_port}"
+        self.status_url = f"http://127.0.0.1:{self.stack.nginx_status_port}"
+
+    def start(self) -> CanaryStack:
+        canary.initialise(self.stack, self.layout)
+        for v in VARIANTS:
+            self.apis[v] = self._api(v)
+        www = self.root / "www"
+        www.mkdir()
+        (www / "index.html").write_text("<!doctype html><title>GourmetGram</title><h1>GourmetGram</h1>")
+        self.web = Proc([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                         str(self.stack.web_port)], self.root / "web.log", cwd=www)
+        self.nginx.layout.nginx_site.write_text(canary.render_site(self.stack, self.layout))
+        self.nginx.start(self.status_url + "/gourmetgram-canary")
+        for api in self.apis.values():
+            api.wait_ready()
+        self.web.wait_http(f"http://127.0.0.1:{self.stack.web_port}/")
+        return self
+
+    def _api(self, variant: str) -> ApiServer:
+        env = read_env(self.layout.env_file(variant))
+        return ApiServer(self.root, Path(env["FOOD11_MODEL"]), variant=variant, workers=1,
+                         port=int(env["FOOD11_PORT"]),
+                         extra_args=["--model-version", env["FOOD11_MODEL_VERSION"]])
+
+    def restart_api(self, variant: str) -> None:
+        self.apis[variant].stop()
+        self.apis[variant] = self._api(variant).wait_ready()
+
+    def set_weight(self, weight: int, reason: str = "test") -> StackConfig:
+        return canary.set_weight(weight, reason, layout=self.layout, services=self.services)
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for `python -m gourmetgram canary ...` against this stack's layout."""
+        return {
+            "GOURMETGRAM_ETC_DIR": str(self.layout.etc_dir),
+            "GOURMETGRAM_STATE_DIR": str(self.layout.state_dir),
+            "GOURMETGRAM_NGINX_SITE": str(self.layout.nginx_site),
+            "GOURMETGRAM_NGINX_LOG_DIR": str(self.layout.nginx_log_dir),
+            "GOURMETGRAM_TEXTFILE_DIR": str(self.layout.textfile_dir),
+        }
+
+    def stop(self) -> None:
+        for part in (self.nginx, self.web, *self.apis.values()):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # noqa: BLE001 - stop the rest regardless
+                    pass
+
+
+def variant_of(r: requests.Response) -> str:
+    return r.headers.get("x-model-variant", f"HTTP {r.status_code}")
+
+
+BODY = {"image": base64.b64encode(photo_bytes()).decode()}
+
+
+def predict(session: requests.Session, url: str, **headers) -> requests.Response:
+    return session.post(url + "/api/predict", json=BODY, headers=headers, timeout=30)
+
+
+def served_by(session: requests.Session, url: str) -> str:
+    """The variant that answered GET /api/healthz (it names itself in the body)."""
+    r = session.get(url + "/api/healthz", timeout=30)
+    return r.json()["variant"] if r.status_code == 200 else f"HTTP {r.status_code}"
+
+
+def count_variants(url: str, n: int, clients: int = 4, cheap: bool = False) -> Counter:
+    """``n`` requests from ``clients`` concurrent sessions; variant -> count. Predictions
+    (variant from the X-Model-Variant header) unless ``cheap``: then /api/healthz, which
+    takes the same route through Nginx without a forward pass."""
+    def run(k: int) -> Counter:
+        c: Counter = Counter()
+        with requests.Session() as s:
+            for _ in range(k):
+                c[served_by(s, url) if cheap else variant_of(predict(s, url))] += 1
+        return c
+
+    share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    with ThreadPoolExecutor(clients) as ex:
+        return sum(ex.map(run, share), Counter())
+
+
+class Load:
+    """Closed-loop clients posting predictions until stopped; every outcome counted."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url = url
+        self.stop_flag = threading.Event()
+        self.results: Counter = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def _client(self) -> None:
+        with requests.Session() as s:
+            while not self.stop_flag.is_set():
+                try:
+                    r = predict(s, self.url)
+                    outcome = variant_of(r) if r.status_code == 200 else f"HTTP {r.status_code}"
+                    if r.status_code != 200:
+                        self.failures.append(f"{r.status_code} {r.text[:100]}")
+                except requests.RequestException as e:
+                    outcome = "error"
+                    self.failures.append(repr(e))
+                with self.lock:
+                    self.results[outcome] += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60)
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.results.values())
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        """Until ``n`` more requests completed (no sleeps guessing the rate)."""
+        target = self.total() + n
+        deadline = time.monotonic() + timeout
+        while self.total() < target:
+            assert time.monotonic() < deadline, f"load stalled at {self.results}"
+            time.sleep(0.02)
+
+
