@@ -82,6 +82,11 @@ def load_thresholds(overrides: Mapping[str, Any] | None = None,
         raise ThresholdsError(f"thresholds {key}: {first['msg']}") from None
 
 
+def _number(v: Any) -> Any:
+    """1.0 -> "1", 0.75 -> "0.75": thresholds read naturally in alert texts."""
+    return f"{v:g}" if isinstance(v, float) else v
+
+
 def _data(stack: StackConfig, **extra: Any) -> dict[str, Any]:
     return {**stack.template_data(), **extra}
 
@@ -89,8 +94,9 @@ def _data(stack: StackConfig, **extra: Any) -> dict[str, Any]:
 def render_rules(stack: StackConfig, thresholds: Thresholds | None = None) -> dict[str, str]:
     """File name (without .j2) -> rendered rule file."""
     t = thresholds or load_thresholds()
+    values = {k: _number(v) for k, v in t.model_dump().items()}
     return {
-        p.name.removesuffix(".j2"): render(f"prometheus/rules/{p.name}", _data(stack, t=t))
+        p.name.removesuffix(".j2"): render(f"prometheus/rules/{p.name}", _data(stack, t=values))
         for p in RULE_TEMPLATES
     }
 
