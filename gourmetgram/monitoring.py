@@ -145,7 +145,10 @@ def daemon_args(stack: StackConfig, *, config_dir: str = PROMETHEUS_CONFIG_DIR,
         "prometheus-process-exporter": [
             f"-web.listen-address={b}:{stack.process_exporter_port}",
             f"-config.path={config_dir}/process-exporter.yml",
+            # Per-thread series and smaps (proportional memory) cost a full /proc walk of
+            # every mapping on each scrape; resident memory from stat is enough here.
             "-threads=false",
+            "-gather-smaps=false",
         ],
         "prometheus-nginx-exporter": [
             f"-web.listen-address={b}:{stack.nginx_exporter_port}",

@@ -229,7 +229,7 @@ class MonitoringStack:
     # Ready means: every target scraped, both variants' errors in the recording rules,
     # the exporters' series present and the lab alert evaluated past its `for`.
     WARM = (
-        'count(up == 1) >= count(up{job!="web"})',
+        'count(max_over_time(up[30s]) == 1) >= count(up{job!="web"})',
         'count(variant:food11_predict_error_ratio:rate5m > 0) == 2',
         'count(variant:food11_predict_duration_seconds:p95_5m) == 2',
         'count(namedprocess_namegroup_cpu_seconds_total) > 0',
@@ -238,7 +238,7 @@ class MonitoringStack:
         'ALERTS{alertname="Failed requests", alertstate="firing"}',
     )
 
-    def warm_up(self, timeout: float = 90.0) -> MonitoringStack:
+    def warm_up(self, timeout: float = 150.0) -> MonitoringStack:
         deadline = time.monotonic() + timeout
         for expr in self.WARM:
             if not self.wait_for(expr, max(1.0, deadline - time.monotonic())):
