@@ -15,7 +15,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import requests
+from PIL import Image
 
 from gourmetgram import monitoring
 from gourmetgram.stack import StackConfig, load_stack
@@ -102,20 +104,32 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+def _noise(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), "RGB")
+
+
 class Traffic:
-    """Keeps a trickle of requests going to both APIs (good photos, `{}` -> 422, bad
-    base64 -> 4xx) so that every [1m] rate has data while the tests run."""
+    """Keeps a trickle of requests going to both APIs so that every [1m] rate has data
+    while the tests run: photo-like colour fields (the demo model answers them with
+    about 0.8 confidence), low-confidence inputs (pixel noise, flat grey: about 0.5, so
+    the mix averages below the lab's 0.75), `{}` (422) and bad base64 (4xx)."""
 
     def __init__(self, urls: list[str], web_url: str | None = None):
         self.urls, self.web_url = urls, web_url
         self.sent = 0
+        self.rounds = 0
         self._stop = threading.Event()
-        self.images = [b64(encode(textured((320, 240), seed=s))) for s in range(4)]
+        self.normal = [b64(encode(textured((320, 240), seed=s))) for s in range(4)]
+        self.low = [b64(encode(_noise(s))) for s in range(3)]
+        self.low.append(b64(encode(Image.new("RGB", (320, 240), (128, 128, 128)))))
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def one_round(self):
+        i, self.rounds = self.rounds % 4, self.rounds + 1
         for url in self.urls:
-            for body in ({"image": self.images[self.sent % 4]}, {}, {"image": "bad data"}):
+            for body in ({"image": self.normal[i]}, {"image": self.low[i]}, {},
+                         {"image": "bad data"}):
                 requests.post(url + "/predict", json=body, timeout=10)
                 self.sent += 1
         if self.web_url:

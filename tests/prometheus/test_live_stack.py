@@ -191,3 +191,12 @@ def test_process_groups_are_named_and_nginx_is_scraped(live):
     groups = live.wait_for('namedprocess_namegroup_num_procs{job="process"}')
     assert groups and all(g["metric"]["groupname"] for g in groups)
     assert live.wait_for('canary_weight{job="node"} == 0')
+
+
+def test_traffic_is_low_confidence_by_the_lab_threshold(live):
+    """The test traffic (colour fields, not food) must cross the lab's real 0.75 line,
+    not only the test profile's: the lab alert's query, with the default threshold."""
+    default = monitoring.load_thresholds().low_confidence_below
+    expr = ("sum(rate(prediction_confidence_sum[1m])) / sum(rate(prediction_confidence_count[1m]))"
+            f" < {default}")
+    assert live.wait_for(expr, timeout=20), expr
