@@ -180,6 +180,25 @@ class MonitoringStack:
         self.procs.append(p)
         return p
 
+    def _drift_args(self) -> list[str]:
+        """Drift detection on, where this checkout has it (``build-drift-reference``):
+        a reference from 80 colour fields, so the noise traffic drifts. Without it the
+        drift metrics are absent and the allow-list in test_live_stack.py applies."""
+        if importlib.util.find_spec("gourmetgram.commands.drift") is None:
+            return []
+        images = self.tmp / "drift-images"
+        images.mkdir()
+        for seed in range(80):
+            textured((160, 120), seed=100 + seed).save(images / f"{seed}.jpg")
+        ref = self.tmp / "drift-reference.npz"
+        build = self._proc("build-drift-reference", [
+            sys.executable, "-m", "gourmetgram", "build-drift-reference", "--images", str(images),
+            "--out", str(ref), "--model", str(self.model), "--device", "cpu",
+            "--ert", "100", "--streams", "2000"])
+        if build.popen.wait(300) != 0:
+            raise RuntimeError(f"build-drift-reference failed:\n{build.log()[-3000:]}")
+        return ["--drift-reference", str(ref)]
+
     def start(self) -> MonitoringStack:
         s, tmp = self.stack, self.tmp
         conf = tmp / "etc"
@@ -198,8 +217,10 @@ class MonitoringStack:
             s, config_dir=str(conf), prometheus_storage=str(tmp / "tsdb"),
             alertmanager_storage=str(tmp / "am"))
 
+        api_args = self._drift_args()
         for variant, port in s.api_ports.items():
-            self.apis.append(ApiServer(tmp, self.model, variant=variant, port=port))
+            self.apis.append(ApiServer(tmp, self.model, variant=variant, port=port,
+                                       extra_args=api_args))
         nginx_prefix = tmp / "nginx"
         nginx_prefix.mkdir()
         (nginx_prefix / "nginx.conf").write_text(
@@ -218,7 +239,8 @@ class MonitoringStack:
         if importlib.util.find_spec("app_web") is not None:
             web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
                                      "--host", "127.0.0.1", "--port", str(s.web_port),
-                                     "--api-url", self.apis[0].url])
+                                     "--api-url", self.apis[0].url, "--workers", "1",
+                                     "--metrics-dir", str(tmp / "web-metrics")])
 
         nginx.wait_http(f"http://127.0.0.1:{s.nginx_status_port}/stub_status")
         for name, port in (("prometheus", s.prometheus_port),
