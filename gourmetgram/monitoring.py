@@ -9,7 +9,6 @@ lower limits) instead of editing files.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ THRESHOLDS_FILE = REPO_ROOT / "prometheus" / "thresholds.yml"
 RULE_TEMPLATES = sorted((REPO_ROOT / "prometheus" / "rules").glob("*.yml.j2"))
 # Where the deploy puts the rendered rules and Prometheus' own config on a host.
 PROMETHEUS_CONFIG_DIR = "/etc/prometheus"
-RULES_DIR = "/etc/prometheus/rules.d"
+RULES_DIR = "/etc/prometheus/rules"
 ALERTMANAGER_STORAGE_DIR = "/var/lib/prometheus/alertmanager"
 PROMETHEUS_STORAGE_DIR = "/var/lib/prometheus/metrics2"
 # Grafana's provisioned data sources; dashboards refer to these uids.
@@ -184,6 +183,30 @@ def render_grafana(stack: StackConfig) -> dict[str, str]:
     }
 
 
+# Which daemon reads which file: the deploy restarts or reloads only that one.
+def host_files(stack: StackConfig, thresholds: Thresholds | None = None) -> dict[str, tuple[str, str]]:
+    """Every monitoring file of a host: absolute path -> (content, service that reads
+    it). The deploy writes exactly these; nothing else in prometheus/ or grafana/ is
+    meant to be copied as it is."""
+    etc = PROMETHEUS_CONFIG_DIR
+    out: dict[str, tuple[str, str]] = {
+        f"{etc}/prometheus.yml": (render_prometheus_config(stack), "prometheus"),
+        f"{etc}/alertmanager.yml": (render_alertmanager_config(stack), "prometheus-alertmanager"),
+        f"{etc}/process-exporter.yml": (render_process_exporter_config(stack),
+                                        "prometheus-process-exporter"),
+    }
+    for name, text in render_rules(stack, thresholds).items():
+        out[f"{RULES_DIR}/{name}"] = (text, "prometheus")
+    for name, args in daemon_args(stack).items():
+        out[f"/etc/default/{name}"] = (render_default_args(name, args), name)
+    for rel, text in render_grafana(stack).items():
+        out[f"/etc/grafana/{rel}"] = (text, "grafana-server")
+    for path in sorted((REPO_ROOT / "grafana" / "dashboards").rglob("*.json")):
+        rel = path.relative_to(REPO_ROOT / "grafana" / "dashboards")
+        out[f"{stack.grafana_dashboards_dir}/{rel}"] = (path.read_text(), "grafana-server")
+    return out
+
+
 def alert_names(rule_texts: Mapping[str, str]) -> list[str]:
     names = []
     for text in rule_texts.values():
@@ -191,10 +214,3 @@ def alert_names(rule_texts: Mapping[str, str]) -> list[str]:
             names += [r["alert"] for r in group["rules"] if "alert" in r]
     return names
 
-
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
-
-
-def duration_seconds(text: str) -> float:
-    n, unit = _DURATION.match(text).groups()
-    return int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
