@@ -211,10 +211,10 @@ PREDICTIONS = Dashboard(
              "{{variant}} le {{le}}")], unit="reqps"),
         P("Prediction confidence histogram (selected range)",
           [T('sum by (variant, le) (increase(prediction_confidence_bucket{job="food11", le!="+Inf"}'
-             "[$__range]))", "{{variant}} le {{le}}", instant=True)], kind="barchart"),
+             "[$__range]))", "{{variant}} le {{le}}", instant=True)], kind="bargauge"),
         P("Predicted class totals (selected range)",
           [T('sum by (variant, class_name) (increase(predicted_class_total{job="food11"}[$__range]))',
-             "{{variant}} {{class_name}}", instant=True)], kind="barchart"),
+             "{{variant}} {{class_name}}", instant=True)], kind="bargauge"),
     ],
 )
 
