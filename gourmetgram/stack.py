@@ -7,6 +7,7 @@ operation touches a host.
 
 from __future__ import annotations
 
+import re
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,6 +56,19 @@ class StackConfig(BaseModel):
     scrape_interval: str = Field(pattern=r"^\d+(ms|s|m|h)$")
     prometheus_retention: str = Field(pattern=r"^\d+(h|d|w|y)$")
     alert_webhook_url: str
+    nginx_status_port: int = Port
+    gpu: bool
+    gpu_exporter_port: int = Port
+    node_textfile_dir: str = Field(pattern=r"^/[^\s]*$")
+    grafana_admin_password_file: str = Field(pattern=r"^/[^\s]*$")
+    grafana_dashboards_dir: str = Field(pattern=r"^/[^\s]*$")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[^\s\"']+", v):
+            raise ValueError(f"must be empty or an http(s):// URL, got {v!r}")
+        return v
 
     @field_validator("api_ports", "models")
     @classmethod

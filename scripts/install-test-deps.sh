@@ -7,6 +7,9 @@ PACKAGES=(
   nginx-light
   prometheus
   prometheus-alertmanager
+  prometheus-node-exporter
+  prometheus-process-exporter
+  prometheus-nginx-exporter
   chromium
   chromium-driver
   systemd-container

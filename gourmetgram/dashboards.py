@@ -1,0 +1,352 @@
+"""Builds the Grafana dashboards in grafana/dashboards/ from short panel lists.
+
+Dashboards are kept as code: edit the lists below, run ``python -m gourmetgram.dashboards``
+and commit the regenerated JSON (a test fails while the JSON and this module disagree).
+Panels are laid out left to right on Grafana's 24-column grid, so ids and positions are
+always unique and never overlap. Every ``expr`` is evaluated against a real Prometheus by
+tests/prometheus/test_queries.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gourmetgram.monitoring import PROMETHEUS_DATASOURCE_UID
+from gourmetgram.render import REPO_ROOT
+
+DASHBOARDS_DIR = REPO_ROOT / "grafana" / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": PROMETHEUS_DATASOURCE_UID}
+API = 'job="food11", handler="/predict"'
+FS = 'fstype!~"tmpfs|ramfs|squashfs|overlay|nsfs|fuse.*"'
+
+
+@dataclass
+class T:
+    """One query of a panel."""
+
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass
+class P:
+    """One panel: ``kind`` is a Grafana panel type, ``w``/``h`` its size in grid units."""
+
+    title: str
+    targets: list[T]
+    kind: str = "timeseries"
+    unit: str = "short"
+    w: int = 12
+    h: int = 8
+    description: str = ""
+    thresholds: list[tuple[float, str]] = field(default_factory=list)
+    mappings: list[dict] = field(default_factory=list)
+    table: bool = False
+
+
+@dataclass
+class Row:
+    title: str
+
+
+@dataclass
+class Dashboard:
+    folder: str
+    uid: str
+    title: str
+    description: str
+    items: list[P | Row]
+    tags: list[str] = field(default_factory=lambda: ["gourmetgram"])
+
+    def path(self) -> Path:
+        return DASHBOARDS_DIR / self.folder / f"{self.uid}.json"
+
+
+def _panel_json(p: P, pid: int, x: int, y: int) -> dict:
+    steps = [{"color": "green", "value": None}] + [
+        {"color": color, "value": value} for value, color in p.thresholds
+    ]
+    panel = {
+        "id": pid,
+        "type": p.kind,
+        "title": p.title,
+        "description": p.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": p.w, "h": p.h},
+        "fieldConfig": {
+            "defaults": {
+                "unit": p.unit,
+                "mappings": p.mappings,
+                "thresholds": {"mode": "absolute", "steps": steps},
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": t.expr,
+                "legendFormat": t.legend,
+                "instant": t.instant or p.table,
+                "range": not (t.instant or p.table),
+                **({"format": "table"} if p.table else {}),
+            }
+            for i, t in enumerate(p.targets)
+        ],
+    }
+    if p.thresholds and p.kind == "timeseries":
+        panel["fieldConfig"]["defaults"]["custom"] = {"thresholdsStyle": {"mode": "line"}}
+    return panel
+
+
+def build(d: Dashboard) -> dict:
+    panels, x, y, row_h, pid = [], 0, 0, 0, 1
+    for item in d.items:
+        if isinstance(item, Row):
+            if x:
+                y, x, row_h = y + row_h, 0, 0
+            panels.append({"id": pid, "type": "row", "title": item.title, "collapsed": False,
+                           "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []})
+            pid, y = pid + 1, y + 1
+            continue
+        if x + item.w > 24:
+            y, x, row_h = y + row_h, 0, 0
+        panels.append(_panel_json(item, pid, x, y))
+        pid, x, row_h = pid + 1, x + item.w, max(row_h, item.h)
+    return {
+        "uid": d.uid,
+        "title": d.title,
+        "description": d.description,
+        "tags": d.tags,
+        "timezone": "browser",
+        "editable": False,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "10s",
+        "time": {"from": "now-30m", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def _quantiles(selector: str, window: str = "1m") -> list[T]:
+    return [
+        T(f"histogram_quantile({q}, sum by (variant, le) "
+          f"(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))",
+          f"p{int(q * 100)} {{{{variant}}}}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def _avg(metric: str, window: str = "1m", sel: str = 'job="food11"') -> str:
+    return (f"sum by (variant) (rate({metric}_sum{{{sel}}}[{window}])) / "
+            f"sum by (variant) (rate({metric}_count{{{sel}}}[{window}]))")
+
+
+ON_OFF = [{"type": "value", "options": {
+    "0": {"text": "OFF", "color": "red", "index": 0},
+    "1": {"text": "ON", "color": "green", "index": 1},
+}}]
+UP_DOWN = [{"type": "value", "options": {
+    "0": {"text": "DOWN", "color": "red", "index": 0},
+    "1": {"text": "UP", "color": "green", "index": 1},
+}}]
+
+SERVICE = Dashboard(
+    folder="Food classifier", uid="food11-service", title="Food Classifier Service Monitoring",
+    description="The lab's service panels, split by variant (production, canary).",
+    items=[
+        P("API instances", [T('up{job="food11"}', "{{variant}}")], kind="stat", w=6, h=4,
+          mappings=UP_DOWN, description="1 while Prometheus can scrape the instance."),
+        P("Model served", [T("model_info", "{{variant}} {{version}} {{device}}")], kind="table",
+          w=18, h=4, table=True),
+        P("Average request duration (ms)",
+          [T(f"1000 * {_avg('http_request_duration_seconds', sel=API)}", "{{variant}}")], unit="ms"),
+        P("Request duration quantiles", _quantiles(API), unit="s"),
+        P("Requests per second",
+          [T(f"sum by (variant, status) (rate(http_requests_total{{{API}}}[1m]))",
+             "{{variant}} {{status}}")], unit="reqps"),
+        P("Failed requests per second",
+          [T(f'sum by (variant, status) (rate(http_requests_total{{{API}, status=~"4xx|5xx"}}[1m]))',
+             "{{variant}} {{status}}")], unit="reqps", thresholds=[(20, "red")],
+          description="The lab's alert fires above 20/s (all variants) for 1 minute."),
+        P("Requests in flight", [T('sum by (variant) (http_requests_in_flight{job="food11"})',
+                                   "{{variant}}")], w=8),
+        P("Preprocess and inference time (ms)",
+          [T(f"1000 * {_avg('preprocess_duration_seconds')}", "preprocess {{variant}}"),
+           T(f"1000 * {_avg('inference_duration_seconds')}", "inference {{variant}}")],
+          unit="ms", w=8),
+        P("Images per forward pass", [T(_avg("inference_batch_size"), "{{variant}}")], w=8),
+        Row("Web app"),
+        P("Web requests per second",
+          [T('sum by (route, status) (rate(web_requests_total{job="web"}[1m]))',
+             "{{route}} {{status}}")], unit="reqps", w=8),
+        P("Web request duration p95",
+          [T('histogram_quantile(0.95, sum by (route, le) '
+             '(rate(web_request_duration_seconds_bucket{job="web"}[1m])))', "{{route}}")],
+          unit="s", w=8),
+        P("Web upstream failures per second",
+          [T('sum by (reason) (rate(web_upstream_failures_total{job="web"}[1m]))', "{{reason}}")],
+          unit="reqps", w=8),
+    ],
+)
+
+PREDICTIONS = Dashboard(
+    folder="Food classifier", uid="food11-predictions",
+    title="Food Classifier Prediction Monitoring",
+    description="The lab's prediction panels, split by variant.",
+    items=[
+        P("Average prediction confidence",
+          [T(_avg("prediction_confidence"), "{{variant}}")], unit="percentunit",
+          thresholds=[(0.75, "transparent")],
+          description="The lab's alert fires below 0.75 (all variants) for 1 minute."),
+        P("Prediction confidence buckets over time",
+          [T('sum by (variant, le) (rate(prediction_confidence_bucket{job="food11", le!="+Inf"}[1m]))',
+             "{{variant}} le {{le}}")], unit="reqps"),
+        P("Prediction confidence histogram (selected range)",
+          [T('sum by (variant, le) (increase(prediction_confidence_bucket{job="food11", le!="+Inf"}'
+             "[$__range]))", "{{variant}} le {{le}}", instant=True)], kind="bargauge"),
+        P("Predicted class totals (selected range)",
+          [T('sum by (variant, class_name) (increase(predicted_class_total{job="food11"}[$__range]))',
+             "{{variant}} {{class_name}}", instant=True)], kind="bargauge"),
+    ],
+)
+
+DRIFT = Dashboard(
+    folder="Food classifier", uid="food11-drift", title="Food Classifier Drift Monitoring",
+    description="Online drift detection on the features of each prediction, by variant.",
+    items=[
+        P("Drift detection", [T('max by (variant) (drift_enabled{job="food11"}) '
+                                'or max by (variant) (0 * up{job="food11"})', "{{variant}}")],
+          kind="stat", w=6, h=6, mappings=ON_OFF,
+          description="OFF when drift detection is disabled in the API settings "
+                      "(or the API does not export drift_enabled)."),
+        P("Drift events per second",
+          [T('sum by (variant) (rate(drift_events_total{job="food11"}[1m]))', "{{variant}}")],
+          w=18, h=6, thresholds=[(1, "red")]),
+        P("Median drift score and threshold",
+          [T('histogram_quantile(0.5, sum by (variant, le) '
+             '(rate(drift_test_stat_bucket{job="food11"}[1m])))', "median {{variant}}"),
+           T('max by (variant) (drift_threshold{job="food11"})', "threshold {{variant}}")]),
+        P("Samples checked and dropped per second",
+          [T('sum by (variant) (rate(drift_samples_total{job="food11"}[1m]))', "checked {{variant}}"),
+           T('sum by (variant) (rate(drift_samples_dropped_total{job="food11"}[1m]))',
+             "dropped {{variant}}")], unit="reqps",
+          description="Dropped: features the detector could not take in time (queue full)."),
+    ],
+)
+
+CANARY = Dashboard(
+    folder="Canary", uid="gourmetgram-canary", title="Canary",
+    description="Production and canary side by side while traffic moves to the canary.",
+    items=[
+        P("Traffic weight", [T("max(canary_weight)", "canary"),
+                             T("100 - max(canary_weight)", "production")],
+          kind="stat", unit="percent", w=6, h=6,
+          description="Configured share of /api/ traffic (gourmetgram canary set)."),
+        P("Observed request share",
+          [T("variant:food11_predict_requests:rate1m / scalar(sum(variant:food11_predict_requests:rate1m))",
+             "{{variant}}")], unit="percentunit", w=9, h=6),
+        P("Requests in the last 10 minutes",
+          [T("variant:food11_predict_requests:increase10m", "{{variant}}")], kind="stat", w=9, h=6,
+          description="The canary alerts wait for a minimum count (prometheus/thresholds.yml)."),
+        P("Error ratio (4xx + 5xx)", [T("variant:food11_predict_error_ratio:rate5m", "{{variant}}")],
+          unit="percentunit"),
+        P("Latency quantiles",
+          [T(f"variant:food11_predict_duration_seconds:p{q}_5m", f"p{q} {{{{variant}}}}")
+           for q in (50, 95, 99)], unit="s"),
+        P("Average confidence", [T("variant:prediction_confidence:avg5m", "{{variant}}")],
+          unit="percentunit", thresholds=[(0.75, "transparent")]),
+        P("Class mix",
+          [T('sum by (variant, class_name) (rate(predicted_class_total{job="food11"}[5m])) '
+             '/ on (variant) group_left () '
+             'sum by (variant) (rate(predicted_class_total{job="food11"}[5m]))',
+             "{{variant}} {{class_name}}")], unit="percentunit"),
+        P("Drift events (10 minutes)",
+          [T('sum by (variant) (increase(drift_events_total{job="food11"}[10m]))', "{{variant}}")]),
+        P("Models", [T("model_info", "{{variant}} {{version}}")], kind="table", table=True),
+        P("Firing alerts", [T('ALERTS{alertstate="firing"}', "{{alertname}}")], kind="table",
+          table=True, w=24, h=7,
+          description="Prometheus alerts firing now; canary alerts are muted in Alertmanager "
+                      "while the canary weight is 0."),
+        Row("Canary analysis"),
+    ],
+)
+
+INFRA = Dashboard(
+    folder="Infrastructure", uid="gourmetgram-infrastructure", title="Infrastructure",
+    description="The host, the stack's services (per systemd unit), Nginx and the GPU.",
+    items=[
+        P("CPU busy", [T('1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[1m]))',
+                         "{{instance}}")], unit="percentunit", w=8, thresholds=[(0.9, "red")]),
+        P("Memory used", [T("node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes", "used"),
+                          T("node_memory_MemTotal_bytes", "total")], unit="bytes", w=8),
+        P("Disk free", [T(f"node_filesystem_avail_bytes{{{FS}}} / node_filesystem_size_bytes{{{FS}}}",
+                          "{{mountpoint}}")], unit="percentunit", w=8, thresholds=[(0.1, "red")]),
+        P("Disk I/O", [T("sum by (device) (rate(node_disk_read_bytes_total[1m]))", "read {{device}}"),
+                       T("sum by (device) (rate(node_disk_written_bytes_total[1m]))",
+                         "write {{device}}")], unit="Bps", w=8),
+        P("Network", [T('sum by (device) (rate(node_network_receive_bytes_total{device!="lo"}[1m]))',
+                        "in {{device}}"),
+                      T('sum by (device) (rate(node_network_transmit_bytes_total{device!="lo"}[1m]))',
+                        "out {{device}}")], unit="Bps", w=8),
+        P("Load average", [T("node_load1", "1m"), T("node_load5", "5m")], w=8),
+        Row("Services (per systemd unit)"),
+        P("CPU per service",
+          [T('sum by (groupname) (rate(namedprocess_namegroup_cpu_seconds_total{job="process"}[1m]))',
+             "{{groupname}}")], unit="percentunit"),
+        P("Resident memory per service",
+          [T('sum by (groupname) (namedprocess_namegroup_memory_bytes{job="process", memtype="resident"})',
+             "{{groupname}}")], unit="bytes"),
+        P("Threads per service",
+          [T('sum by (groupname) (namedprocess_namegroup_num_threads{job="process"})', "{{groupname}}")]),
+        P("systemd unit states",
+          [T('max by (name, state) (node_systemd_unit_state{state=~"active|failed|activating"}) == 1',
+             "{{name}} {{state}}")], kind="table", table=True),
+        P("Scrape targets", [T("up", "{{job}} {{instance}}")], kind="table", table=True, w=24, h=6),
+        Row("Nginx"),
+        P("Nginx connections",
+          [T("nginx_connections_active", "active"), T("nginx_connections_reading", "reading"),
+           T("nginx_connections_writing", "writing"), T("nginx_connections_waiting", "waiting")]),
+        P("Nginx requests per second", [T("rate(nginx_http_requests_total[1m])", "requests")],
+          unit="reqps"),
+        Row("GPU (hosts with gpu: true)"),
+        P("GPU utilisation", [T("nvidia_smi_utilization_gpu_ratio", "{{uuid}}")],
+          unit="percentunit", w=8),
+        P("GPU memory used", [T("nvidia_smi_memory_used_bytes", "{{uuid}}")],
+          unit="bytes", w=8),
+        P("GPU temperature", [T("nvidia_smi_temperature_gpu", "{{uuid}}")],
+          unit="celsius", w=8),
+    ],
+)
+
+DASHBOARDS = [SERVICE, PREDICTIONS, DRIFT, CANARY, INFRA]
+
+
+def rendered() -> dict[Path, str]:
+    return {d.path(): json.dumps(build(d), indent=2) + "\n" for d in DASHBOARDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writes the JSON files (``--check``: only report whether they are up to date)."""
+    check = "--check" in (argv if argv is not None else sys.argv[1:])
+    stale = []
+    for path, text in rendered().items():
+        if not path.exists() or path.read_text() != text:
+            stale.append(path)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    for path in stale:
+        print(("stale: " if check else "wrote: ") + str(path.relative_to(REPO_ROOT)))
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
