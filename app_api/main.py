@@ -192,7 +192,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest, response: Response):
+    async def predict(body: PredictRequest):
         model: LoadedModel = state["model"]
         loop = asyncio.get_running_loop()
         labels = (settings.variant, model.info.version)
@@ -213,8 +213,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if feats is not None:
             for sink in feature_sinks:
                 sink(feats)
-        response.headers["X-Model-Variant"] = settings.variant
-        response.headers["X-Model-Version"] = model.info.version
         return PredictResponse(
             prediction=name,
             probability=confidence,

@@ -97,7 +97,8 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (no per-request task overhead) that counts every request."""
+    """Pure ASGI middleware (no per-request task overhead) that counts every request and
+    labels every response with the variant and model version that served it."""
 
     def __init__(self, app, variant: str, version_ref):
         self.app = app
@@ -113,10 +114,16 @@ class MetricsMiddleware:
         method = scope.get("method", "GET")
         labels = (self.variant, self.version_ref())
         status_holder = {"code": 500}
+        # Every answer, errors included, says who served it (Nginx logs it, clients count it).
+        who = [
+            (b"x-model-variant", self.variant.encode()),
+            (b"x-model-version", labels[1].encode("latin-1", "replace")),
+        ]
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status_holder["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), *who]
             await send(message)
 
         start = time.perf_counter()

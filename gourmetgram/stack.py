@@ -56,7 +56,6 @@ class StackConfig(BaseModel):
     scrape_interval: str = Field(pattern=r"^\d+(ms|s|m|h)$")
     prometheus_retention: str = Field(pattern=r"^\d+(h|d|w|y)$")
     alert_webhook_url: str
-    nginx_status_port: int = Port
     gpu: bool
     gpu_exporter_port: int = Port
     node_textfile_dir: str = Field(pattern=r"^/[^\s]*$")

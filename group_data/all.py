@@ -45,8 +45,6 @@ prometheus_retention = "15d"
 # Where Alertmanager posts alerts (a webhook receiver, e.g. a chat bridge); "" keeps them
 # in Alertmanager only (visible in its UI and in Grafana).
 alert_webhook_url = ""
-# Nginx answers stub_status here (bind_address only) for the Nginx exporter.
-nginx_status_port = 8088
 # The host has an NVIDIA GPU: scrape the nvidia-smi exporter and show GPU panels.
 gpu = False
 gpu_exporter_port = 9835

@@ -74,6 +74,8 @@ def test_bad_input_is_a_4xx_with_json_detail(client, case):
     detail = r.json()["detail"]
     assert detail
     assert words.lower() in str(detail).lower()
+    # Errors say who answered too, so a client behind Nginx can attribute them.
+    assert r.headers["X-Model-Variant"] == "testing"
 
 
 def test_good_request_after_bad_ones(client):
