@@ -437,10 +437,10 @@ class DriftMonitor:
     blocks; a full queue drops the sample and counts it. One per API worker."""
 
     def __init__(self, reference: DriftReference, labels: tuple[str, str], queue_size: int,
-                 metrics_module=None, seed: int | None = None):
-        from app_api import metrics as default_metrics
+                 seed: int | None = None):
+        from app_api import metrics
 
-        self.m = metrics_module or default_metrics
+        self.m = metrics
         self.detector = OnlineMMD(reference, seed=seed)
         self.labels = labels
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
