@@ -151,6 +151,11 @@ def thresholds_from_stats(stats: np.ndarray, ert: float, window: int) -> np.ndar
         alive &= stats[:, t] <= thr[-1]
     if steps > window:
         tail = stats[alive, window:]
+        if len(tail) < 20:
+            raise DriftReferenceError(
+                f"only {len(tail)} of {n} simulated streams get past the first window "
+                "without an alarm: raise the ERT or the number of streams"
+            )
 
         def rate(h):
             ok = np.cumprod(tail <= h, axis=1)
@@ -327,6 +332,11 @@ def build_reference(
         raise DriftReferenceError("the reference features hold NaN or infinite values")
     if ert <= 1 or window < 2:
         raise DriftReferenceError("ert must be > 1 and window >= 2")
+    if n_streams < 20 * ert:
+        raise DriftReferenceError(
+            f"{n_streams} calibration streams are too few for ERT {ert:g}: each threshold "
+            f"needs about 20 simulated alarms, so at least {int(20 * ert)} streams"
+        )
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(features))
     n_ref = int(round(len(features) * ref_fraction))
@@ -427,10 +437,10 @@ class DriftMonitor:
     blocks; a full queue drops the sample and counts it. One per API worker."""
 
     def __init__(self, reference: DriftReference, labels: tuple[str, str], queue_size: int,
-                 metrics_module=None, seed: int | None = None):
-        from app_api import metrics as default_metrics
+                 seed: int | None = None):
+        from app_api import metrics
 
-        self.m = metrics_module or default_metrics
+        self.m = metrics
         self.detector = OnlineMMD(reference, seed=seed)
         self.labels = labels
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)

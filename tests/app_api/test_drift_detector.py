@@ -153,6 +153,8 @@ def test_every_projection_builds_and_detects(projection):
         ({"ert": 1}, "ert must be"),
         ({"window": 1}, "window >= 2"),
         ({"projection": "umap"}, "unknown projection"),
+        ({"ert": 500, "n_streams": 5000}, "too few for ERT 500"),
+        ({"ert": 2, "n_streams": 1000}, "get past the first window"),
     ],
 )
 def test_bad_build_settings_are_refused(kwargs, message):
