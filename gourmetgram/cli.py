@@ -12,6 +12,7 @@ from gourmetgram.errors import UsageError
 # Each module registers its subcommands; add a line here for a new group.
 COMMAND_MODULES = (
     "gourmetgram.commands.api",
+    "gourmetgram.commands.analysis",
 )
 
 
