@@ -327,6 +327,13 @@ def class_mix_check(canary: VariantWindow, production: VariantWindow, *, alpha: 
     if sparse.any():
         pooled = np.hstack([pooled, table[:, sparse].sum(1, keepdims=True)])
     pooled = pooled[:, pooled.sum(0) > 0]
+    if sparse.any() and pooled.shape[1] > 2:
+        # The pooled cell can still be too small: fold it into the smallest other class.
+        pexp = pooled.sum(0) * pooled.sum(1)[:, None] / pooled.sum()
+        if pexp[:, -1].min() < min_expected:
+            smallest = int(np.argmin(pooled[:, :-1].sum(0)))
+            pooled[:, smallest] += pooled[:, -1]
+            pooled = pooled[:, :-1]
     details = {"js_bits": js, "categories": int(pooled.shape[1]),
                "canary_top": names[int(a.argmax())], "production_top": names[int(b.argmax())]}
     if pooled.shape[1] < 2:
