@@ -21,7 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+
+
+def _stats():
+    """scipy.stats, imported on first use: it takes seconds, and settings validation
+    and the CLI's usage errors should not wait for it."""
+    from scipy import stats
+
+    return stats
+
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "pass", "fail", "inconclusive", "skipped"
 CHECKS = ("error_rate", "latency", "confidence", "class_mix", "drift")
@@ -133,7 +141,7 @@ def error_rate_check(canary: VariantWindow, production: VariantWindow, *, alpha:
     cn, ce = round(canary.requests), min(round(canary.errors), round(canary.requests))
     pn, pe = round(production.requests), min(round(production.errors), round(production.requests))
     c_rate, p_rate = ce / cn, pe / pn
-    p = float(stats.fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
+    p = float(_stats().fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
     details = {"canary_requests": cn, "canary_errors": ce,
                "production_requests": pn, "production_errors": pe}
     if p < alpha and c_rate - p_rate > min_increase:
@@ -189,7 +197,7 @@ def mann_whitney_binned(a: Sequence[float], b: Sequence[float]) -> tuple[float, 
     if var <= 0:
         return u, 1.0
     z = (u - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)
-    return u, float(stats.norm.sf(z))
+    return u, float(_stats().norm.sf(z))
 
 
 def latency_check(canary: VariantWindow, production: VariantWindow, *, alpha: float,
@@ -275,7 +283,7 @@ def confidence_check(canary: VariantWindow, production: VariantWindow, *, alpha:
     else:
         t = (mc - mp) / math.sqrt(se2)
         df = se2**2 / ((vc / nc) ** 2 / (nc - 1) + (vp / np_) ** 2 / (np_ - 1)) if (vc + vp) > 0 else 1
-        p = float(stats.t.cdf(t, df))
+        p = float(_stats().t.cdf(t, df))
     if p < alpha and mp - mc > max_drop:
         verdict, why = FAIL, f"mean confidence lower by {mp - mc:.3f}"
     else:
@@ -338,7 +346,7 @@ def class_mix_check(canary: VariantWindow, production: VariantWindow, *, alpha: 
                "canary_top": names[int(a.argmax())], "production_top": names[int(b.argmax())]}
     if pooled.shape[1] < 2:
         return CheckResult(name, PASS, "one class only in both variants", js, 0.0, 1.0, details)
-    chi2, p, dof, _ = stats.chi2_contingency(pooled, correction=False)
+    chi2, p, dof, _ = _stats().chi2_contingency(pooled, correction=False)
     details["chi2"], details["dof"] = float(chi2), int(dof)
     if p < alpha and js > min_divergence:
         verdict, why = FAIL, f"class mix differs (JS {js:.3f} bits)"
@@ -368,7 +376,7 @@ def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: floa
     cn, pn = round(cn), round(pn)
     ce, pe = min(round(ce), cn), min(round(pe), pn)
     c_rate, p_rate = ce / cn, pe / pn
-    p = float(stats.fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
+    p = float(_stats().fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
     if p < alpha and c_rate - p_rate > min_increase:
         verdict, why = FAIL, f"drift events per sample higher by {c_rate - p_rate:.3f}"
     else:

@@ -239,16 +239,25 @@ class Controller:
         return self._act(Decision(action, weight, new, reason, checks, self.failed))
 
     def _act(self, d: Decision) -> Decision:
-        if d.action == ADVANCE:
-            self.actuator.set_weight(d.weight_after, reason=f"canary analysis: {d.reason}")
-            self.steps += 1
-        elif d.action == PROMOTE:
-            self.actuator.promote(reason=f"canary analysis: {d.reason}")
-            approval_path(self.s).unlink(missing_ok=True)
-            self.finished = True
-        elif d.action == ROLLBACK:
-            self.actuator.rollback(reason=f"canary analysis: {d.reason}")
-            self.finished = True
+        why = f"canary analysis: {d.reason}"
+        try:
+            if d.action == ADVANCE:
+                self.actuator.set_weight(d.weight_after, reason=why)
+                self.steps += 1
+            elif d.action == PROMOTE:
+                self.actuator.promote(reason=why)
+                approval_path(self.s).unlink(missing_ok=True)
+                self.finished = True
+            elif d.action == ROLLBACK:
+                self.actuator.rollback(reason=why)
+                self.finished = True
+        except Exception as e:  # noqa: BLE001 - any routing failure: keep state, retry next time
+            log.error("%s failed: %s: %s", d.action, type(e).__name__, e)
+            d = Decision(HOLD, d.weight_before, d.weight_before,
+                         f"{d.action} failed ({type(e).__name__}: {e}); retrying next analysis",
+                         d.checks)
+            if self.failed >= self.s.failed_checks_threshold:
+                self.failed = self.s.failed_checks_threshold - 1  # the rollback is decided again
         self.last_weight = d.weight_after
         return self._record(d)
 

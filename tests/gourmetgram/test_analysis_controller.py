@@ -167,3 +167,25 @@ def test_metrics_endpoint_reports_decisions(settings):
     assert "canary_analysis_weight 10.0" in text
     assert "canary_analysis_failed_checks 1.0" in text
     assert 'canary_analysis_check_value{check="error_rate",variant="canary"} 0.2' in text
+
+
+class Broken(Recorder):
+    """An actuator whose routing change fails the first ``n`` times (nginx -t refusing)."""
+
+    def __init__(self, weight: int, n: int):
+        super().__init__(weight)
+        self.n = n
+
+    def rollback(self, reason: str) -> None:
+        if self.n:
+            self.n -= 1
+            raise RuntimeError("nginx -t failed")
+        super().rollback(reason)
+
+
+def test_failed_rollback_is_retried_at_the_next_analysis(settings):
+    act = Broken(weight=20, n=1)
+    c = Controller(settings, act, reader=Reader(window(400, errors=80), window(4000)))
+    c.run(max_steps=5)
+    assert [d.action for d in c.history] == [HOLD, HOLD, ROLLBACK]
+    assert "rollback failed" in c.history[1].reason and act.calls == [("rollback",)]
