@@ -36,7 +36,8 @@ class PromClient:
         try:
             r = self.session.get(f"{self.url}/api/v1/query", params=params, timeout=self.timeout)
         except requests.RequestException as e:
-            raise PrometheusUnavailable(f"{self.url}: {type(e).__name__}: {e}") from e
+            # The exception's text repeats the whole query URL; the type says enough.
+            raise PrometheusUnavailable(f"{self.url} unreachable ({type(e).__name__})") from e
         if r.status_code >= 500:
             raise PrometheusUnavailable(f"{self.url}: HTTP {r.status_code}")
         try:
