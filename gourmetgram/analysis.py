@@ -282,7 +282,8 @@ def confidence_check(canary: VariantWindow, production: VariantWindow, *, alpha:
         p = 0.0 if mc < mp else 1.0
     else:
         t = (mc - mp) / math.sqrt(se2)
-        df = se2**2 / ((vc / nc) ** 2 / (nc - 1) + (vp / np_) ** 2 / (np_ - 1)) if (vc + vp) > 0 else 1
+        # Welch-Satterthwaite degrees of freedom (max(n - 1, 1) guards a minimum of 1).
+        df = se2**2 / ((vc / nc) ** 2 / max(nc - 1, 1) + (vp / np_) ** 2 / max(np_ - 1, 1))
         p = float(_stats().t.cdf(t, df))
     if p < alpha and mp - mc > max_drop:
         verdict, why = FAIL, f"mean confidence lower by {mp - mc:.3f}"

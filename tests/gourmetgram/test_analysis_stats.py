@@ -290,3 +290,11 @@ def test_judge_runs_only_enabled_checks():
     results = judge(VariantWindow(requests=500), VariantWindow(requests=500), s)
     assert [r.check for r in results] == ["error_rate", "drift"]
     assert [r.verdict for r in results] == [PASS, SKIPPED]
+
+
+def test_confidence_with_a_minimum_of_one_request_does_not_crash():
+    one = hist_from_samples([0.2], CONF_BOUNDS)
+    many = hist_from_samples([0.8] * 50, CONF_BOUNDS)
+    r = confidence_check(VariantWindow(confidence=one), VariantWindow(confidence=many),
+                         alpha=ALPHA, min_requests=1, max_drop=0.05)
+    assert r.verdict in (PASS, FAIL) and 0 <= r.p_value <= 1
