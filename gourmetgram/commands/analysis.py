@@ -82,6 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot listen on {s.metrics_host}:{s.metrics_port}: {e}") from None
         logging.getLogger("gourmetgram.rollout").info(
             "canary_analysis_* metrics on http://%s:%d/metrics", s.metrics_host, port)
+    logging.getLogger("gourmetgram.rollout").info(
+        "canary controller: every %g s over %g s windows, steps of %d up to %d, rollback after %d "
+        "failed analyses, checks %s, alpha %g%s", s.interval_s, s.window, s.step_weight,
+        s.max_weight, s.failed_checks_threshold, ",".join(s.checks), s.alpha,
+        ", promotion waits for approval" if s.manual_gate else "")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
