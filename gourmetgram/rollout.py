@@ -51,23 +51,28 @@ class CanaryLibraryActuator:
     """The one seam to ``gourmetgram.canary`` (the routing library): the same calls
     that ``gourmetgram canary set/promote/rollback`` make."""
 
-    def __init__(self):
+    def __init__(self, **library_kwargs):
+        """``library_kwargs`` (e.g. ``layout``, ``services``) go to every library call,
+        so tests can point it at a stack in a temporary folder."""
         try:
             from gourmetgram import canary
         except ImportError as e:
             raise RuntimeError("the canary routing library (gourmetgram.canary) is missing") from e
         self.canary = canary
+        self.kw = library_kwargs
 
     def weight(self) -> int:
-        st = self.canary.status()
+        st = self.canary.status(**{k: v for k, v in self.kw.items() if k == "layout"})
         value = st.get("weight", st.get("canary_weight")) if isinstance(st, dict) else getattr(
             st, "weight", getattr(st, "canary_weight", None))
         return int(value)
 
     def _call(self, fn, *args, reason: str):
-        if "reason" in inspect.signature(fn).parameters:
-            return fn(*args, reason=reason)
-        return fn(*args)
+        params = inspect.signature(fn).parameters
+        kw = {k: v for k, v in self.kw.items() if k in params}
+        if "reason" in params:
+            kw["reason"] = reason
+        return fn(*args, **kw)
 
     def set_weight(self, weight: int, reason: str) -> None:
         self._call(self.canary.set_weight, weight, reason=reason)
@@ -217,7 +222,12 @@ class Controller:
 
     # -- one analysis ---------------------------------------------------------------
     def step(self) -> Decision:
-        weight = int(self.actuator.weight())
+        try:
+            weight = int(self.actuator.weight())
+        except Exception as e:  # noqa: BLE001 - state unreadable: change nothing, try again
+            w = self.last_weight or 0
+            return self._record(Decision(PAUSE, w, w, f"cannot read the canary weight: "
+                                         f"{type(e).__name__}: {e}"))
         if self.last_weight is not None and weight != self.last_weight:
             if weight == 0:
                 return self._finish(Decision(STOPPED, weight, weight,

@@ -70,8 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = _settings(args)  # every setting is checked before anything changes
     try:
         actuator = CanaryLibraryActuator()
-    except RuntimeError as e:
-        raise UsageError(str(e)) from None
+        actuator.weight()  # fail fast (exit 2) on a host without a deployed stack
+    except Exception as e:  # noqa: BLE001 - the library's own error, shown as one line
+        raise UsageError(f"cannot read the canary state: {e}") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     metrics = AnalysisMetrics()

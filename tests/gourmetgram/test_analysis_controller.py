@@ -216,3 +216,16 @@ def test_library_actuator_calls_the_canary_library_with_reasons(monkeypatch):
     act.promote(reason="r2")
     act.rollback(reason="r3")
     assert calls == [("set", 40, "r1"), ("promote", "r2"), ("rollback", "r3")]
+
+
+class Unreadable(Recorder):
+    def weight(self) -> int:
+        raise OSError("stack.json: permission denied")
+
+
+def test_unreadable_canary_state_pauses(settings):
+    act = Unreadable(weight=20)
+    c = Controller(settings, act, reader=Reader(window(400, errors=80), window(4000)))
+    d = c.step()
+    assert d.action == PAUSE and "cannot read the canary weight" in d.reason
+    assert act.calls == [] and c.failed == 0
