@@ -1,0 +1,122 @@
+"""A small reader of Prometheus's HTTP API for the canary analysis: instant queries,
+and the per-variant window counts (``increase()`` over the window) that
+``gourmetgram.analysis`` judges."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import requests
+
+from gourmetgram.analysis import Histogram, VariantWindow
+
+VARIANTS = ("production", "canary")
+
+
+class PrometheusUnavailable(Exception):
+    """Prometheus did not answer (down, timeout, 5xx): the controller pauses."""
+
+
+class PrometheusQueryError(Exception):
+    """Prometheus refused a query (4xx): a bug or a bad selector setting."""
+
+
+class PromClient:
+    def __init__(self, url: str, timeout: float = 5.0, session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def query(self, expr: str, at: float | None = None) -> list[tuple[dict, float]]:
+        """Instant vector query -> [(labels, value)]; NaN values are kept as NaN."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        try:
+            r = self.session.get(f"{self.url}/api/v1/query", params=params, timeout=self.timeout)
+        except requests.RequestException as e:
+            # The exception's text repeats the whole query URL; the type says enough.
+            raise PrometheusUnavailable(f"{self.url} unreachable ({type(e).__name__})") from e
+        if r.status_code >= 500:
+            raise PrometheusUnavailable(f"{self.url}: HTTP {r.status_code}")
+        try:
+            body = r.json()
+        except ValueError as e:
+            raise PrometheusUnavailable(f"{self.url}: not a Prometheus answer ({e})") from e
+        if r.status_code >= 400 or body.get("status") != "success":
+            raise PrometheusQueryError(f"{expr}: {body.get('error', r.status_code)}")
+        data = body["data"]
+        if data.get("resultType") != "vector":
+            raise PrometheusQueryError(f"{expr}: expected a vector, got {data.get('resultType')}")
+        return [(item["metric"], float(item["value"][1])) for item in data["result"]]
+
+
+def _le(v: str) -> float:
+    return math.inf if v in ("+Inf", "Inf", "inf") else float(v)
+
+
+class WindowReader:
+    """Reads both variants' numbers over the last ``window_s`` seconds, all queries
+    evaluated at one instant so they describe the same window."""
+
+    def __init__(self, client: PromClient, window_s: float, selector: str = "",
+                 handler: str = "/predict"):
+        self.client = client
+        self.window = f"{max(1, round(window_s))}s"
+        self.sel = selector.strip().strip(",")
+        self.handler = handler
+
+    def _m(self, extra: str = "") -> str:
+        parts = [p for p in (self.sel, extra) if p]
+        return "{" + ",".join(parts) + "}"
+
+    def _sum_by(self, metric: str, by: str, extra: str, at: float) -> list[tuple[dict, float]]:
+        labels = "variant" + (f", {by}" if by else "")
+        expr = f"sum by ({labels}) (increase({metric}{self._m(extra)}[{self.window}]))"
+        return self.client.query(expr, at)
+
+    def read(self, at: float | None = None) -> dict[str, VariantWindow]:
+        at = time.time() if at is None else at
+        h = f'handler="{self.handler}"'
+        out = {v: VariantWindow() for v in VARIANTS}
+
+        for labels, value in self._sum_by("http_requests_total", "status", h, at):
+            w = out.get(labels.get("variant"))
+            if w is None:
+                continue
+            w.requests += value
+            if labels.get("status") == "5xx":
+                w.errors += value
+        for metric, extra, attr in (("http_request_duration_seconds", h, "latency"),
+                                    ("prediction_confidence", "", "confidence")):
+            for variant, hist in self._histograms(metric, extra, at).items():
+                if variant in out:
+                    setattr(out[variant], attr, hist)
+        classes = self._sum_by("predicted_class_total", "class_name", "", at)
+        for labels, value in classes:
+            w = out.get(labels.get("variant"))
+            if w is not None:
+                w.classes = (w.classes or {}) | {labels.get("class_name", "?"): value}
+        for metric, attr in (("drift_events_total", "drift_events"),
+                             ("drift_samples_total", "drift_samples")):
+            for labels, value in self._sum_by(metric, "", "", at):
+                w = out.get(labels.get("variant"))
+                if w is not None:
+                    setattr(w, attr, value)
+        return out
+
+    def _histograms(self, metric: str, extra: str, at: float) -> dict[str, Histogram]:
+        """One histogram per variant from three queries (buckets, sum, count)."""
+        buckets: dict[str, dict[float, float]] = {}
+        for lab, val in self._sum_by(f"{metric}_bucket", "le", extra, at):
+            if "le" in lab and "variant" in lab:
+                buckets.setdefault(lab["variant"], {})[_le(lab["le"])] = val
+        sums = {lab.get("variant"): val for lab, val in self._sum_by(f"{metric}_sum", "", extra, at)}
+        counts = {lab.get("variant"): val for lab, val in self._sum_by(f"{metric}_count", "", extra, at)}
+        return {
+            variant: Histogram.from_buckets(
+                b, sums.get(variant, float("nan")), counts.get(variant, float("nan"))
+            )
+            for variant, b in buckets.items()
+        }

@@ -1,0 +1,91 @@
+"""`gourmetgram canary analyze|run|approve` as a user runs them: bad settings are refused
+with one line and exit code 2 before anything changes; Prometheus unreachable is its own
+exit code; approve records the go-ahead where the controller looks for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.procs import child_env, free_port
+
+
+def cli(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "gourmetgram", "canary", *args],
+                          capture_output=True, text=True, timeout=timeout, env=child_env(**(env or {})))
+
+
+@pytest.fixture
+def state(tmp_path):
+    return tmp_path / "state"
+
+
+@pytest.mark.parametrize("env, args, needle", [
+    ({}, ["--interval", "-1"], "must be above 0"),
+    ({}, ["--interval", "soon"], "not a number"),
+    ({"CANARY_ANALYSIS_INTERVAL_S": "-5"}, [], "interval_s"),
+    ({"CANARY_ANALYSIS_MAX_WEIGHT": "101"}, [], "max_weight"),
+    ({"CANARY_ANALYSIS_STEP_WEIGHT": "0"}, [], "step_weight"),
+    ({"CANARY_ANALYSIS_STEP_WEIGHT": "60"}, [], "step_weight 60 is over max_weight 50"),
+    ({"CANARY_ANALYSIS_CHECKS": "error_rate,p99_vibes"}, [], "unknown check 'p99_vibes'"),
+    ({"CANARY_ANALYSIS_CHECKS": ""}, [], "at least one check"),
+    ({"CANARY_ANALYSIS_ALPHA": "0"}, [], "alpha"),
+    ({"CANARY_ANALYSIS_ALPHA": "lots"}, [], "alpha"),
+    ({"CANARY_ANALYSIS_LATENCY_QUANTILES": "0.95,99"}, [], "quantiles"),
+    ({"CANARY_ANALYSIS_PROMETHEUS_URL": "localhost:9090"}, [], "prometheus_url"),
+    ({"CANARY_ANALYSIS_FAILED_CHECKS_THRESHOLD": "0"}, [], "failed_checks_threshold"),
+    ({"CANARY_ANALYSIS_METRICS_PORT": "70000"}, [], "metrics_port"),
+])
+def test_bad_settings_are_refused_before_anything_changes(env, args, needle, state):
+    r = cli("run", *args, env={"CANARY_ANALYSIS_STATE_DIR": str(state), **env})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not state.exists()
+
+
+def test_settings_file_with_a_typo_is_refused(tmp_path, state):
+    f = tmp_path / "canary-analysis.env"
+    f.write_text(f"CANARY_ANALYSIS_STATE_DIR={state}\nCANARY_ANALYSIS_INTERVALL_S=30\n")
+    r = cli("run", "--settings", str(f))
+    assert r.returncode == 2 and "intervall_s" in r.stderr.lower(), r.stderr
+    assert not state.exists()
+    r = cli("run", "--settings", str(tmp_path / "missing.env"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_settings_file_is_read(tmp_path, state):
+    f = tmp_path / "canary-analysis.env"
+    f.write_text(f"CANARY_ANALYSIS_STATE_DIR={state}\nCANARY_ANALYSIS_PROMETHEUS_URL=http://127.0.0.1:{free_port()}\n")
+    r = cli("analyze", "--settings", str(f))
+    assert r.returncode == 4 and "Prometheus unreachable" in r.stderr
+
+
+def test_analyze_with_prometheus_down_says_so(state):
+    r = cli("analyze", "--prometheus-url", f"http://127.0.0.1:{free_port()}",
+            env={"CANARY_ANALYSIS_STATE_DIR": str(state)})
+    assert r.returncode == 4 and "Prometheus unreachable" in r.stderr
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("window", ["0", "-3", "x"])
+def test_analyze_bad_window(window):
+    r = cli("analyze", "--window", window)
+    assert r.returncode == 2 and "--window" in r.stderr
+
+
+def test_approve_records_the_go_ahead(state):
+    r = cli("approve", env={"CANARY_ANALYSIS_STATE_DIR": str(state)})
+    assert r.returncode == 0, r.stderr
+    record = json.loads((state / "approved").read_text())
+    assert record["approved_at"] > 0
+
+
+def test_approve_where_it_cannot_write(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = cli("approve", env={"CANARY_ANALYSIS_STATE_DIR": str(blocker / "state")})
+    assert r.returncode == 2 and "cannot record the approval" in r.stderr

@@ -1,0 +1,78 @@
+"""The controller's unit and settings file as rendered: `systemd-analyze verify` clean,
+exposure below 4.0 (offline `systemd-analyze security`), and the rendered settings file
+accepted by the controller's own validation."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gourmetgram.analysis_settings import load_settings
+from gourmetgram.render import render
+from gourmetgram.stack import load_stack
+
+UNIT = "gourmetgram-canary-controller.service"
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed")
+
+
+def layout_data(tmp_path: Path) -> dict[str, str]:
+    """The host layout's template data (gourmetgram.hostlayout where present), with a
+    venv whose `gourmetgram` exists, since verify checks ExecStart."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    exe = venv / "bin" / "gourmetgram"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    try:
+        from gourmetgram.hostlayout import host_layout
+    except ImportError:
+        return {"app_dir": "/opt/gourmetgram/app", "venv_dir": str(venv), "etc_dir": "/etc/gourmetgram",
+                "state_dir": "/var/lib/gourmetgram",
+                "nginx_site": "/etc/nginx/sites-enabled/gourmetgram.conf",
+                "nginx_log_dir": "/var/log/nginx", "textfile_dir": "/var/lib/prometheus/node-exporter",
+                "gourmetgram_bin": str(exe), "service_user": "gourmetgram"}
+    return host_layout({"GOURMETGRAM_VENV_DIR": str(venv)}).template_data()
+
+
+@pytest.fixture
+def rendered(tmp_path) -> Path:
+    data = {**load_stack().template_data(), "layout": layout_data(tmp_path)}
+    out = tmp_path / "units"
+    out.mkdir()
+    (out / UNIT).write_text(render(f"systemd/{UNIT}.j2", data))
+    (out / "canary-analysis.env").write_text(render("systemd/canary-analysis.env.j2", data))
+    return out
+
+
+@needs_analyze
+def test_verify_is_clean(rendered):
+    out = subprocess.run(["systemd-analyze", "verify", str(rendered / UNIT)], capture_output=True,
+                         text=True, timeout=60, cwd=rendered)
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out.stderr
+
+
+@needs_analyze
+def test_security_exposure_below_4(rendered):
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", UNIT],
+                         capture_output=True, text=True, timeout=60, cwd=rendered)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    assert m, out.stdout + out.stderr
+    assert float(m.group(1)) < 4.0, out.stdout
+
+
+def test_unit_is_not_started_by_default_and_runs_the_controller(rendered):
+    text = (rendered / UNIT).read_text()
+    assert re.search(r"^ExecStart=\S+/gourmetgram canary run$", text, re.M)
+    assert "Restart=on-failure" in text and "NoNewPrivileges=yes" in text
+    assert "ProtectSystem=strict" in text and "IPAddressDeny=any" in text
+
+
+def test_rendered_settings_file_is_valid(rendered):
+    s = load_settings(rendered / "canary-analysis.env")
+    assert s.prometheus_url == "http://127.0.0.1:9090"
+    assert s.metrics_host == "127.0.0.1" and str(s.state_dir).endswith("canary-analysis")
