@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 from PIL import Image
 
@@ -17,6 +18,10 @@ def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
     jpeg = encode(textured((400, 300)), quality=90)
     j = lambda s: json.dumps({"image": s}).encode()  # noqa: E731
     bomb = encode(Image.new("1", (5000, 5000)), "PNG")  # 25 Mpx in a few kB
+    # A 1x1 PNG whose header claims 100000 x 100000 pixels: refused before decoding.
+    png = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
+    png[16:24] = (100_000).to_bytes(4, "big") * 2
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
     return [
         ("empty_object", b"{}", {}, 422, "image"),
         ("bad_data", j("bad data"), {}, 400, "base64"),
@@ -27,6 +32,7 @@ def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
         ("truncated_jpeg", j(b64(jpeg[: len(jpeg) // 2])), {}, 400, "truncated"),
         ("jpeg_header_only", j(b64(jpeg[:200])), {}, 400, ""),
         ("pixel_bomb", j(b64(bomb)), {}, 413, "pixels"),
+        ("header_bomb_10G_pixels", j(b64(bytes(png))), {}, 413, "pixels"),
         ("image_number", b'{"image": 12345}', {}, 422, "string"),
         ("image_null", b'{"image": null}', {}, 422, "string"),
         ("image_list", b'{"image": ["a"]}', {}, 422, "string"),
