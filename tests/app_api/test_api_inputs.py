@@ -84,7 +84,11 @@ def _variants(raw: bytes) -> dict[str, bytes]:
     base = _rgb(raw)
     rgba = np.array(base.convert("RGBA"))
     rgba[:8, :8, 3] = 0  # a transparent corner: alpha must be composited, not dropped
-    pal = base.quantize(255)
+    pal = base.quantize(255)  # indices 0..254; 255 becomes the transparent entry
+    pal_px = np.array(pal)
+    pal_px[:8, :8] = 255
+    pal_img = Image.fromarray(pal_px, "P")
+    pal_img.putpalette(pal.getpalette()[: 255 * 3] + [0, 0, 0])
     grey = np.asarray(base.convert("L"), dtype=np.uint16)
     rotated = base.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
@@ -95,17 +99,29 @@ def _variants(raw: bytes) -> dict[str, bytes]:
         "greyscale_jpeg": encode(base.convert("L"), quality=95),
         "cmyk_jpeg": encode(base.convert("CMYK"), quality=95),
         "grey16_png": encode(Image.fromarray(grey * 257), "PNG"),
-        "palette_transparency_png": encode(pal, "PNG", transparency=0),
+        "palette_transparency_png": encode(pal_img, "PNG", transparency=255),
         "exif_rotated_jpeg": encode(rotated, quality=95, exif=exif.tobytes()),
         "webp": encode(base, "WEBP", quality=95),
     }
 
 
+def _references(raw: bytes) -> dict[str, bytes]:
+    """Forms that change the picture itself (no colour, 255 colours) are compared with
+    the RGB version of their own picture; every other form with the photo."""
+    base = _rgb(raw)
+    pal = np.array(base.quantize(255).convert("RGB"))
+    pal[:8, :8] = 255  # the transparent corner, composited onto white
+    grey = encode(base.convert("L").convert("RGB"), quality=95)
+    return {"greyscale_jpeg": grey, "grey16_png": grey,
+            "palette_transparency_png": encode(Image.fromarray(pal), "PNG")}
+
+
 @pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
 def test_image_forms_classify_like_the_rgb_jpeg(client, large):
     raw = photo_bytes(large)
-    ref = client.post("/predict", json={"image": b64(raw)}).json()
+    refs = _references(raw)
     for name, data in _variants(raw).items():
+        ref = client.post("/predict", json={"image": b64(refs.get(name, raw))}).json()
         r = client.post("/predict", json={"image": b64(data)})
         assert r.status_code == 200, (name, r.text)
         got = r.json()
