@@ -24,7 +24,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 bench: venv
-	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_api.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -205,21 +205,22 @@ def median_of(runs: list[dict]) -> dict:
 
 # --- report ------------------------------------------------------------------------
 
-def print_results(results: dict, mem: dict, variants: list[str]) -> None:
+def print_results(results: dict, mem: dict, variants: list[str], baseline: str | None) -> None:
     print("\n== throughput and latency (median of the repeats) ==")
     print(f"{'server':<20}{'image':<7}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'n':>7}"
           f"{'err':>5}")
     for (name, image, c), r in results.items():
         print(f"{name:<20}{image:<7}{c:>5}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
               f"{int(r['n']):>7}{int(r['errors']):>5}")
-    if "lab" in variants:
-        print("\n== ratios against the lab pattern (throughput: higher is better; "
+    base_name = baseline or ("lab" if "lab" in variants else variants[0])
+    if len(variants) > 1:
+        print(f"\n== ratios against {base_name} (throughput: higher is better; "
               "latency: lower is better) ==")
         print(f"{'server':<20}{'image':<7}{'conc':>5}{'req/s x':>10}{'p50 x':>9}{'p99 x':>9}")
         for (name, image, c), r in results.items():
-            if name == "lab":
+            base = results.get((base_name, image, c))
+            if name == base_name or not base or not base["rps"]:
                 continue
-            base = results[("lab", image, c)]
             print(f"{name:<20}{image:<7}{c:>5}{r['rps'] / base['rps']:>10.2f}"
                   f"{r['p50'] / base['p50']:>9.2f}{r['p99'] / base['p99']:>9.2f}")
     print("\n== resident memory after the load (MiB) ==")
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1.5 s per point, one repeat")
     p.add_argument("--model", type=Path, help="a MobileNetV2 Food-11 state_dict "
                    "(default: random weights, as in the issue's figures)")
+    p.add_argument("--baseline", help="the variant the ratios are against "
+                   "(default: lab when it runs, else the first)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -250,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if args.baseline and args.baseline not in names:
+        p.error(f"--baseline {args.baseline} is not among --variants")
     if "jemalloc" in names and not JEMALLOC:
         p.error("variant jemalloc: libjemalloc.so.2 not found (apt install libjemalloc2)")
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 mem[name] = memory(proc.pid)
             finally:
                 proc.stop()
-        print_results(results, mem, names)
+        print_results(results, mem, names, args.baseline)
         if args.json:
             args.json.write_text(json.dumps({
                 "results": [dict(server=k[0], image=k[1], concurrency=k[2], **v)

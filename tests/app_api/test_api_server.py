@@ -11,7 +11,7 @@ import socket
 import pytest
 import requests
 
-from tests.app_api.test_inputs import MAX_PIXELS, bad_inputs
+from tests.app_api.bad_inputs import MAX_PIXELS, bad_inputs
 from tests.images import b64, photo_bytes
 from tests.procs import ApiServer
 

@@ -4,6 +4,7 @@ run do not leak into the counts, and a killed worker's counts are kept."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.images import b64, encode, textured
+from tests.images import b64, encode, photo_bytes, textured
 from tests.procs import ApiServer, free_port
 
 N = 200
@@ -131,3 +132,29 @@ def test_killed_worker_keeps_its_counts(server):
                  status="2xx") == before
     # Only the scrape itself is in flight; the dead worker's gauge is gone.
     assert total(m, "http_requests_in_flight", "http_requests_in_flight") == 1
+
+
+def test_sigterm_finishes_every_accepted_request(server):
+    """A stop (systemd's SIGTERM to the master) loses nothing already accepted: requests in
+    flight all get their answer, then the service exits cleanly. Runs last in this module."""
+    body = json.dumps({"image": b64(photo_bytes(large=True))}).encode()
+    n = 12
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=60) for _ in range(n)]
+    for c in conns:  # accepted by a worker before the stop
+        c.request("GET", "/healthz")
+        assert c.getresponse().read()
+    for c in conns:
+        c.request("POST", "/predict", body, {"Content-Type": "application/json"})
+
+    def in_flight() -> float:
+        return total(scrape(server.url), "http_requests_in_flight", "http_requests_in_flight")
+
+    server.proc.wait_until(lambda: in_flight() >= n + 1, 60, "requests in flight")
+    os.kill(server.proc.pid, signal.SIGTERM)
+    statuses = []
+    for c in conns:
+        r = c.getresponse()
+        statuses.append((r.status, b"prediction" in r.read()))
+        c.close()
+    assert statuses == [(200, True)] * n
+    assert server.proc.popen.wait(60) == 0
