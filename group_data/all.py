@@ -37,3 +37,28 @@ scrape_interval = "15s"
 prometheus_retention = "15d"
 # Where Alertmanager posts alerts; "" keeps them in Alertmanager only.
 alert_webhook_url = ""
+
+# --- Deploy settings (read by deploy.py) ---
+# pip sources on the host, for mirrors or offline installs ("" / [] = PyPI).
+pip_index_url = ""
+pip_extra_index_urls = []
+pip_find_links = []
+# CA bundle pip trusts on the host (a TLS-intercepting proxy's, say); "" = pip's own.
+pip_cert = ""
+# "auto": the CUDA build of torch where an NVIDIA GPU is found, the CPU build elsewhere.
+torch_build = "auto"
+# Where the CPU build comes from; "" installs torch from the pip sources above as is.
+torch_cpu_index_url = "https://download.pytorch.org/whl/cpu"
+# "auto" looks for an NVIDIA PCI device; "nvidia" / "none" override the detection.
+gpu = "auto"
+# After installing the NVIDIA driver: reboot the host (True) or ask you to (False).
+reboot_for_driver = False
+# Drift reference: a folder of training images on the controller, or an archive's URL
+# (e.g. the lab's Food-11 download); "" turns drift detection off.
+drift_reference_images = ""
+# Firewall: leave only Nginx and SSH open to the world.
+firewall = False
+# Grafana OSS from Grafana's APT repository.
+install_grafana = True
+# Roles the deploy applies, e.g. --data roles=nginx to re-apply only the Nginx site.
+roles = ["gpu", "app", "systemd", "prometheus", "nginx", "grafana", "firewall"]
