@@ -32,29 +32,30 @@ server.user(
     create_home=False,
     shell="/usr/sbin/nologin",
 )
-for path, group, mode in (
-    (dk.OPT, "root", "755"),
-    (dk.ETC, dk.SERVICE_USER, "750"),
-    ("/var/lib/gourmetgram", dk.SERVICE_USER, "750"),
-    (dk.MODELS_DIR, dk.SERVICE_USER, "750"),
+# /var/lib/gourmetgram is the service user's home and the units' StateDirectory: owned
+# by it (else systemd would chown it recursively at every start); models stay root's.
+for path, user, group, mode in (
+    (dk.OPT, "root", "root", "755"),
+    (dk.ETC, "root", dk.SERVICE_USER, "750"),
+    ("/var/lib/gourmetgram", dk.SERVICE_USER, dk.SERVICE_USER, "755"),
+    (dk.MODELS_DIR, "root", dk.SERVICE_USER, "750"),
 ):
-    files.directory(name=f"Create {path}", path=path, user="root", group=group, mode=mode)
+    files.directory(name=f"Create {path}", path=path, user=user, group=group, mode=mode)
 
 pip.venv(name=f"Create the venv {dk.VENV}", path=dk.VENV, python="python3")
 
 torch_reqs, other_reqs = dk.pinned_requirements()
-unmet_torch = host.get_fact(UnmetRequirements, venv=dk.VENV, build=plan.torch_build,
-                            requirements=torch_reqs)
+flavour = dk.torch_flavour(cfg, plan.torch_build)
+unmet_torch = host.get_fact(UnmetRequirements, venv=dk.VENV, flavour=flavour, requirements=torch_reqs)
 if unmet_torch:
     opts = dk.pip_options(cfg, plan.torch_build)
     install_torch = server.shell(
-        name=f"Install torch ({plan.torch_build.upper()} build)",
+        name=dk.TORCH_OP_NAMES[flavour],
         commands=[shlex.join([f"{dk.VENV}/bin/pip", "install", "-q", *opts, *torch_reqs])],
     )
 else:
     install_torch = None
-unmet = host.get_fact(UnmetRequirements, venv=dk.VENV, build=plan.torch_build,
-                      requirements=other_reqs)
+unmet = host.get_fact(UnmetRequirements, venv=dk.VENV, flavour="any", requirements=other_reqs)
 if unmet:
     install_deps = server.shell(
         name=f"Install the pinned Python dependencies ({len(unmet)} missing)",

@@ -185,11 +185,26 @@ def pip_options(cfg: StackConfig, torch_build: str | None = None) -> list[str]:
     return opts
 
 
+def torch_flavour(cfg: StackConfig, torch_build: str) -> str:
+    """What the venv's torch must be: ``cpu`` (a ``+cpu`` build from the CPU index),
+    ``cuda`` (not ``+cpu``), or ``any`` (whatever the pip sources serve: the CPU build
+    was asked for but ``torch_cpu_index_url`` is empty)."""
+    if torch_build == "cpu":
+        return "cpu" if cfg.torch_cpu_index_url else "any"
+    return "cuda"
+
+
+TORCH_OP_NAMES = {
+    "cpu": "Install torch (CPU build)",
+    "cuda": "Install torch (CUDA build)",
+    "any": "Install torch (the pip sources' build: torch_cpu_index_url is empty)",
+}
+
 # The venv check runs this with the venv's python: prints the requirements not met.
 VENV_CHECK = r"""
 import sys
 from importlib.metadata import version, PackageNotFoundError
-want_cpu = sys.argv[1] == "cpu"
+flavour = sys.argv[1]
 for req in sys.argv[2:]:
     name, _, ver = req.partition("==")
     try:
@@ -197,7 +212,8 @@ for req in sys.argv[2:]:
     except PackageNotFoundError:
         print(req); continue
     public, _, local = have.partition("+")
-    if public != ver or (name == "torch" and want_cpu != (local == "cpu")):
+    wrong_build = name == "torch" and flavour != "any" and (flavour == "cpu") != (local == "cpu")
+    if public != ver or wrong_build:
         print(req)
 """
 
@@ -238,6 +254,9 @@ def exporter_defaults(cfg: StackConfig, process_config: bool = True) -> dict[str
         "prometheus-nginx-exporter": [
             f"-web.listen-address={b}:{cfg.nginx_exporter_port}",
             f"-nginx.scrape-uri={nginx_status}",
+            # Nginx may still be starting (boot, first deploy): wait for it.
+            "-nginx.retries=12",
+            "-nginx.retry-interval=5s",
         ],
     }
     return {
@@ -434,12 +453,12 @@ def _facts():
     class UnmetRequirements(FactBase):
         """Pinned requirements the venv does not satisfy (all of them without a venv)."""
 
-        def command(self, venv, build, requirements):
+        def command(self, venv, flavour, requirements):
             import shlex
 
             reqs = " ".join(shlex.quote(r) for r in requirements)
             return (f"if [ -x {venv}/bin/python ]; then {venv}/bin/python -c "
-                    f"{shlex.quote(VENV_CHECK)} {build} {reqs}; "
+                    f"{shlex.quote(VENV_CHECK)} {flavour} {reqs}; "
                     f"else printf '%s\\n' {reqs}; fi")
 
         def process(self, output):

@@ -14,6 +14,8 @@ and which pip options to use.
 
     python -m gourmetgram.nspawn up [--name local] [--address 127.0.0.2]
     python -m gourmetgram.nspawn down [--name local] [--purge]
+    python -m gourmetgram.nspawn report      # smoke tests, URLs, password file
+    python -m gourmetgram.nspawn ssh [COMMAND]
 """
 
 from __future__ import annotations
@@ -333,9 +335,42 @@ def purge(m: Machine) -> None:
     shutil.rmtree(m.state, ignore_errors=True)
 
 
+def smoke_and_report(m: Machine) -> int:
+    """After ``make up``'s deploy: the smoke tests on the host, then where to look."""
+    stack = json.loads(m.ssh("cat /etc/gourmetgram/stack.json").stdout)
+    addr, b = stack["public_address"], stack["bind_address"]
+    public = f"http://{addr}" + ("" if stack["nginx_port"] == 80 else f":{stack['nginx_port']}")
+    if m.ssh("gourmetgram smoke --help", check=False).returncode == 0:
+        res = m.ssh(f"gourmetgram smoke --url {public}", check=False, timeout=300)
+        print(res.stdout + res.stderr, end="")
+        ok = res.returncode == 0
+    else:
+        # A checkout without canary-routing's `gourmetgram smoke`: each API's readiness.
+        ok = True
+        for variant, port in stack["api_ports"].items():
+            res = m.ssh(f"curl -fsS http://{b}:{port}/readyz", check=False)
+            print(f"{'ok  ' if res.returncode == 0 else 'FAIL'} food11-api@{variant} readyz: "
+                  f"{(res.stdout or res.stderr).strip()[:200]}")
+            ok = ok and res.returncode == 0
+    grafana = m.ssh("systemctl is-active grafana-server", check=False).stdout.strip() == "active"
+    print(f"""
+GourmetGram stack on the local target (container gourmetgram-{m.name}):
+  web app          {public}/
+  model API        {public}/api/predict   (production http://{b}:{stack['api_ports']['production']}, \
+canary http://{b}:{stack['api_ports']['canary']}, canary weight {stack['canary_weight']} %)
+  Prometheus       http://{b}:{stack['prometheus_port']}/
+  Alertmanager     http://{b}:{stack['alertmanager_port']}/
+  Grafana          {public + '/grafana/' if grafana else 'not installed on this target (install_grafana=False)'}
+  Grafana password /etc/gourmetgram/grafana-admin-password inside the container (user admin):
+                   python -m gourmetgram.nspawn ssh cat /etc/gourmetgram/grafana-admin-password
+  shell            python -m gourmetgram.nspawn ssh      (systemctl status 'food11-api@*')
+  stop             make down""")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gourmetgram.nspawn", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["up", "down", "status", "ssh"])
+    p.add_argument("action", choices=["up", "down", "status", "ssh", "report"])
     p.add_argument("--name", default="local")
     p.add_argument("--address", default=os.environ.get("GOURMETGRAM_LOCAL_ADDRESS", "127.0.0.2"))
     p.add_argument("--purge", action="store_true", help="down: also delete the machine's root")
@@ -352,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 purge(m)
             print(f"container gourmetgram-{m.name} {'stopped' if was else 'was not running'}"
                   + (" and deleted" if args.purge else ""))
+        elif args.action == "report":
+            return smoke_and_report(m)
         elif args.action == "status":
             print("running" if m.running() else "stopped")
             return 0 if m.running() else 3

@@ -21,7 +21,7 @@ GROUP_DATA = REPO_ROOT / "group_data" / "all.py"
 VARIANTS = ("production", "canary")
 Port = Field(ge=1, le=65535)
 # The deploy's roles, in the order deploy.py applies them.
-ROLES = Literal["gpu", "app", "systemd", "prometheus", "nginx", "grafana", "firewall"]
+ROLES = Literal["gpu", "app", "systemd", "nginx", "prometheus", "grafana", "firewall"]
 
 
 class ModelSpec(BaseModel):

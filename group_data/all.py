@@ -61,4 +61,4 @@ firewall = False
 # Grafana OSS from Grafana's APT repository.
 install_grafana = True
 # Roles the deploy applies, e.g. --data roles=nginx to re-apply only the Nginx site.
-roles = ["gpu", "app", "systemd", "prometheus", "nginx", "grafana", "firewall"]
+roles = ["gpu", "app", "systemd", "nginx", "prometheus", "grafana", "firewall"]

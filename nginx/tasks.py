@@ -15,7 +15,7 @@ stack = dk.host_stack_for(host)
 hostconfig, layout = dk.canary_routing()
 
 dk.install_stopped(host, "Nginx", ["nginx"])
-files.file(name="Remove Debian's default site (it listens on every interface)",
+files.link(name="Remove Debian's default site (it listens on every interface)",
            path="/etc/nginx/sites-enabled/default", present=False)
 
 site_ops = []
@@ -29,6 +29,8 @@ else:
         dest=str(layout.nginx_site),
         mode="644",
     ))
+    files.directory(name="Create node_exporter's textfile folder", path=str(layout.textfile_dir),
+                    mode="755")
     files.put(
         name="Record the canary weight for node_exporter (canary_weight)",
         src=StringIO(dk.canary_textfile(stack.canary_weight)),

@@ -73,7 +73,16 @@ if config_ops["prometheus-alertmanager"]:
         _if=any_changed(*config_ops["prometheus-alertmanager"]),
     )
 
+# Without canary-routing's site there is no stub_status for the Nginx exporter to read.
+hostconfig, _ = dk.canary_routing()
+if hostconfig is None:
+    logger.warning(f"{host.name}: no GourmetGram Nginx site in this checkout: the Nginx exporter "
+                   "stays stopped")
 for name in PACKAGES:
+    if name == "prometheus-nginx-exporter" and hostconfig is None:
+        systemd.service(name=f"Stop {name} (no stub_status to read)", service=name, running=False,
+                        enabled=False)
+        continue
     systemd.service(
         name=f"Restart {name} (its settings changed)",
         service=name,

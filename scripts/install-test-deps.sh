@@ -11,6 +11,7 @@ PACKAGES=(
   chromium-driver
   systemd-container
   debootstrap
+  openssh-client
   libjemalloc2
   curl
 )
