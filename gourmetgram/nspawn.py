@@ -353,6 +353,7 @@ def smoke_and_report(m: Machine) -> int:
                   f"{(res.stdout or res.stderr).strip()[:200]}")
             ok = ok and res.returncode == 0
     grafana = m.ssh("systemctl is-active grafana-server", check=False).stdout.strip() == "active"
+    grafana_url = public + "/grafana/" if grafana else "not installed here (install_grafana=False)"
     print(f"""
 GourmetGram stack on the local target (container gourmetgram-{m.name}):
   web app          {public}/
@@ -360,7 +361,7 @@ GourmetGram stack on the local target (container gourmetgram-{m.name}):
 canary http://{b}:{stack['api_ports']['canary']}, canary weight {stack['canary_weight']} %)
   Prometheus       http://{b}:{stack['prometheus_port']}/
   Alertmanager     http://{b}:{stack['alertmanager_port']}/
-  Grafana          {public + '/grafana/' if grafana else 'not installed on this target (install_grafana=False)'}
+  Grafana          {grafana_url}
   Grafana password /etc/gourmetgram/grafana-admin-password inside the container (user admin):
                    python -m gourmetgram.nspawn ssh cat /etc/gourmetgram/grafana-admin-password
   shell            python -m gourmetgram.nspawn ssh      (systemctl status 'food11-api@*')

@@ -35,7 +35,8 @@ ADDRESS = os.environ.get("GOURMETGRAM_E2E_ADDRESS", "127.0.0.3")
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 HAS_SITE = (REPO_ROOT / "nginx" / "gourmetgram.conf.j2").is_file()
 HAS_PROMETHEUS_CONFIG = (REPO_ROOT / "prometheus" / "prometheus.yml.j2").is_file()
-HAS_WEB = (REPO_ROOT / "app_web").is_dir() and (REPO_ROOT / "systemd" / "gourmetgram-web.service.j2").is_file()
+HAS_WEB = (REPO_ROOT / "app_web").is_dir() and (
+    REPO_ROOT / "systemd" / "gourmetgram-web.service.j2").is_file()
 API_UNITS = ["food11-api@production", "food11-api@canary"]
 UNITS = API_UNITS + [
     "nginx", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
