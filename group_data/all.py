@@ -13,7 +13,10 @@ nginx_port = 80
 
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
-api_workers = 2
+# gunicorn workers per API instance. Each holds its own copy of torch and the model
+# (about 700 MiB after warm-up), so one per variant keeps the whole stack near 1.8 GiB,
+# inside the lab's 4 GiB VM (docs/deploy.md); raise it on bigger hosts.
+api_workers = 1
 
 # Model file per variant on the controller; "" means the demo model.
 models = {
