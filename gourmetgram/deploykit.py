@@ -393,6 +393,9 @@ def canary_routing():
         from gourmetgram import hostconfig, hostlayout
     except ImportError:
         return None, None
+    # Only this checkout's: an installed copy elsewhere would render other templates.
+    if not Path(hostconfig.__file__).resolve().is_relative_to(REPO_ROOT):
+        return None, None
     return hostconfig, hostlayout.HostLayout()
 
 
