@@ -3,7 +3,7 @@
 
 Its settings: every service on the container's own loopback address (127.0.0.2 unless
 ``GOURMETGRAM_LOCAL_NAME``/``GOURMETGRAM_VAR`` pick another machine), the controller's
-pip sources, no GPU (a container cannot load a driver), no firewall (it shares the
+pip sources, no GPU detection (a container cannot load a driver), no firewall (it shares the
 controller's network), and Grafana skipped unless ``GOURMETGRAM_LOCAL_GRAFANA=1``
 (its APT repository is often unreachable from build machines).
 """
@@ -35,7 +35,7 @@ local_target = [(_t["address"], {
     # The controller's pip sources serve the default (CUDA) torch build; the CPU index
     # is usually unreachable from where this target runs.
     "torch_cpu_index_url": "",
-    "gpu": "none",
+    "nvidia_gpu": "no",
     "firewall": False,
     "install_grafana": os.environ.get("GOURMETGRAM_LOCAL_GRAFANA") == "1",
 })]

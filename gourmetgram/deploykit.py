@@ -137,10 +137,10 @@ def parse_pci(output: str) -> tuple[str, ...]:
 
 
 def plan_gpu(cfg: StackConfig, facts: GpuFacts) -> GpuPlan:
-    if cfg.gpu == "none":
-        has_gpu, why = False, "gpu='none' in the inventory"
-    elif cfg.gpu == "nvidia":
-        has_gpu, why = True, "gpu='nvidia' in the inventory"
+    if cfg.nvidia_gpu == "no":
+        has_gpu, why = False, "nvidia_gpu='no' in the inventory"
+    elif cfg.nvidia_gpu == "yes":
+        has_gpu, why = True, "nvidia_gpu='yes' in the inventory"
     elif facts.nvidia_devices:
         has_gpu, why = True, f"NVIDIA GPU at {', '.join(facts.nvidia_devices)}"
     else:
@@ -266,13 +266,13 @@ def exporter_defaults(cfg: StackConfig, process_config: bool = True) -> dict[str
     }
 
 
-def grafana_dropin(cfg: StackConfig) -> str:
+def grafana_dropin(cfg: StackConfig, password_file: str = GRAFANA_PASSWORD_FILE) -> str:
     """systemd drop-in: listen address, sub-path and the admin password, which systemd
     hands over as a credential so the password file itself stays root-only."""
     b = cfg.bind_address
     return (
         "# Written by the GourmetGram deploy.\n[Service]\n"
-        f"LoadCredential=admin_password:{GRAFANA_PASSWORD_FILE}\n"
+        f"LoadCredential=admin_password:{password_file}\n"
         "Environment=GF_SECURITY_ADMIN_USER=admin\n"
         "Environment=GF_SECURITY_ADMIN_PASSWORD__FILE=%d/admin_password\n"
         f"Environment=GF_SERVER_HTTP_ADDR={b}\n"
@@ -421,7 +421,12 @@ def host_stack_for(host) -> StackConfig:
             sources[variant] = model_source(cfg, variant, demo)
             paths[variant] = model_path_on_host(cfg, variant, sources[variant])
         MODEL_SOURCES[host.name] = sources
-        HOST_STACK[host.name] = host_stack(cfg, paths)
+        on_host = host_stack(cfg, paths)
+        # Monitoring's ``gpu`` switch (GPU exporter, panels) follows the detection too.
+        if isinstance(getattr(on_host, "gpu", None), bool) and not on_host.gpu:
+            if host_gpu_plan(host).torch_build == "cuda" and cfg.nvidia_gpu != "no":
+                on_host = on_host.model_copy(update={"gpu": True})
+        HOST_STACK[host.name] = on_host
     return HOST_STACK[host.name]
 
 
@@ -487,10 +492,10 @@ def host_gpu_plan(host) -> GpuPlan:
         pci, loaded, _, _ = FACTS()
         cfg = host_config(host)
         distro = (host.get_fact(LinuxDistribution).get("name") or "").lower()
-        auto = cfg.gpu == "auto"
+        auto = cfg.nvidia_gpu == "auto"
         facts = GpuFacts(
             nvidia_devices=host.get_fact(pci) if auto else (),
-            driver_loaded=host.get_fact(loaded) if cfg.gpu != "none" else False,
+            driver_loaded=host.get_fact(loaded) if cfg.nvidia_gpu != "no" else False,
             distro=distro,
         )
         _PLANS[host.name] = plan_gpu(cfg, facts)

@@ -60,7 +60,7 @@ class StackConfig(BaseModel):
     pip_cert: str = ""
     torch_build: Literal["auto", "cpu", "cuda"] = "auto"
     torch_cpu_index_url: str = "https://download.pytorch.org/whl/cpu"
-    gpu: Literal["auto", "nvidia", "none"] = "auto"
+    nvidia_gpu: Literal["auto", "yes", "no"] = "auto"
     reboot_for_driver: bool = False
     drift_reference_images: str = ""
     firewall: bool = False

@@ -1,4 +1,4 @@
-"""GPU role: the NVIDIA driver where an NVIDIA GPU is found (or ``gpu='nvidia'``).
+"""GPU role: the NVIDIA driver where an NVIDIA GPU is found (or ``nvidia_gpu='yes'``).
 
 The decision is :func:`gourmetgram.deploykit.plan_gpu` (tested without a host); the
 torch build that goes with it is installed by the app role.

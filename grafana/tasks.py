@@ -19,14 +19,16 @@ from gourmetgram.render import REPO_ROOT, render
 
 stack = dk.host_stack_for(host)
 data = stack.template_data()
+PASSWORD_FILE = getattr(stack, "grafana_admin_password_file", dk.GRAFANA_PASSWORD_FILE)
+DASHBOARDS_DIR = getattr(stack, "grafana_dashboards_dir", "/var/lib/grafana/dashboards")
 
-if not host.get_fact(File, path=dk.GRAFANA_PASSWORD_FILE):
+if not host.get_fact(File, path=PASSWORD_FILE):
     server.shell(
-        name=f"Generate the Grafana admin password into {dk.GRAFANA_PASSWORD_FILE} (root only)",
-        commands=[f"test -s {dk.GRAFANA_PASSWORD_FILE} || (umask 077 && head -c 32 /dev/urandom "
-                  f"| base64 | tr -d '/+=\\n' > {dk.GRAFANA_PASSWORD_FILE})"],
+        name=f"Generate the Grafana admin password into {PASSWORD_FILE} (root only)",
+        commands=[f"test -s {PASSWORD_FILE} || (umask 077 && head -c 32 /dev/urandom "
+                  f"| base64 | tr -d '/+=\\n' > {PASSWORD_FILE})"],
     )
-files.file(name="Keep the Grafana admin password root-only", path=dk.GRAFANA_PASSWORD_FILE,
+files.file(name="Keep the Grafana admin password root-only", path=PASSWORD_FILE,
            user="root", group="root", mode="600", present=True)
 
 if stack.install_grafana:
@@ -57,7 +59,7 @@ for src in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" no
     if rel_s.startswith("provisioning/"):
         dest = f"/etc/grafana/{rel_s}"
     elif rel_s.startswith("dashboards/"):
-        dest = f"/var/lib/grafana/{rel_s}"
+        dest = f"{DASHBOARDS_DIR}/{rel_s.removeprefix('dashboards/')}"
     else:
         continue
     text = render(f"grafana/{rel}", data) if src.suffix == ".j2" else src.read_text()
@@ -71,7 +73,7 @@ files.directory(name="Create grafana-server.service.d", path="/etc/systemd/syste
                 mode="755")
 dropin = files.put(
     name="Set Grafana's address, sub-path and admin password (systemd drop-in)",
-    src=StringIO(dk.grafana_dropin(stack)),
+    src=StringIO(dk.grafana_dropin(stack, PASSWORD_FILE)),
     dest="/etc/systemd/system/grafana-server.service.d/gourmetgram.conf",
     mode="644",
 )

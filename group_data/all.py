@@ -52,8 +52,8 @@ pip_cert = ""
 torch_build = "auto"
 # Where the CPU build comes from; "" installs torch from the pip sources above as is.
 torch_cpu_index_url = "https://download.pytorch.org/whl/cpu"
-# "auto" looks for an NVIDIA PCI device; "nvidia" / "none" override the detection.
-gpu = "auto"
+# "auto" looks for an NVIDIA PCI device; "yes" / "no" override the detection.
+nvidia_gpu = "auto"
 # After installing the NVIDIA driver: reboot the host (True) or ask you to (False).
 reboot_for_driver = False
 # Drift reference: a folder of training images on the controller, or an archive's URL

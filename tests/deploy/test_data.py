@@ -26,7 +26,7 @@ def _data(**kw):
     ("canary_weight", -1, "canary_weight"),
     ("canary_weight", "ten", "canary_weight"),
     ("torch_build", "rocm", "torch_build"),
-    ("gpu", "amd", "gpu"),
+    ("nvidia_gpu", "amd", "nvidia_gpu"),
     ("pip_index_url", "pypi.example.org/simple", "pip_index_url"),
     ("pip_find_links", ["wheels"], "pip_find_links"),
     ("pip_cert", "ca.pem", "pip_cert"),

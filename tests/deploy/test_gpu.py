@@ -36,11 +36,11 @@ def test_parse_pci_finds_only_nvidia_display_devices():
     ("auto", GPU, False, "debian", "cuda", DEBIAN_DRIVER),
     ("auto", GPU, True, "ubuntu", "cuda", ()),
     ("auto", (), False, "ubuntu", "cpu", ()),
-    ("none", GPU, False, "ubuntu", "cpu", ()),
-    ("nvidia", (), False, "debian", "cuda", DEBIAN_DRIVER),
+    ("no", GPU, False, "ubuntu", "cpu", ()),
+    ("yes", (), False, "debian", "cuda", DEBIAN_DRIVER),
 ])
 def test_plan(setting, devices, loaded, distro, build, driver):
-    plan = plan_gpu(load_stack({"gpu": setting}), GpuFacts(devices, loaded, distro))
+    plan = plan_gpu(load_stack({"nvidia_gpu": setting}), GpuFacts(devices, loaded, distro))
     assert plan.torch_build == build
     assert plan.install_driver == bool(driver)
     assert plan.driver_packages == driver
