@@ -304,6 +304,18 @@ def api_env(cfg: StackConfig, variant: str, device: str) -> str:
     )
 
 
+def monitoring_files(stack: StackConfig) -> dict[str, tuple[str, str]] | None:
+    """Monitoring's ``host_files`` (absolute path -> (content, service)) from this
+    checkout's ``gourmetgram.monitoring``, or None where it is not in the checkout."""
+    try:
+        from gourmetgram import monitoring
+    except ImportError:
+        return None
+    if not Path(monitoring.__file__).resolve().is_relative_to(REPO_ROOT):
+        return None
+    return monitoring.host_files(stack)
+
+
 def canary_textfile(weight: int, now: float | None = None) -> str:
     """node_exporter textfile, the format ``gourmetgram canary set`` writes."""
     import time

@@ -51,19 +51,27 @@ else:
                    "(its provisioning, password and unit settings are laid down)")
 
 prov_ops = []
-root = REPO_ROOT / "grafana"
-for src in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                  and p.name != "tasks.py"):
-    rel = src.relative_to(root)
-    rel_s = str(rel)[:-3] if src.suffix == ".j2" else str(rel)
-    if rel_s.startswith("provisioning/"):
-        dest = f"/etc/grafana/{rel_s}"
-    elif rel_s.startswith("dashboards/"):
-        dest = f"{DASHBOARDS_DIR}/{rel_s.removeprefix('dashboards/')}"
-    else:
-        continue
-    text = render(f"grafana/{rel}", data) if src.suffix == ".j2" else src.read_text()
-    files.directory(name=f"Create {dest.rsplit('/', 1)[0]}", path=dest.rsplit("/", 1)[0], mode="755")
+host_files = dk.monitoring_files(stack)
+if host_files is not None:
+    wanted = {dest: text for dest, (text, service) in host_files.items() if service == "grafana-server"}
+else:
+    # A checkout without gourmetgram/monitoring.py: whatever grafana/ holds.
+    wanted = {}
+    root = REPO_ROOT / "grafana"
+    for src in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                      and p.name != "tasks.py"):
+        rel = src.relative_to(root)
+        rel_s = str(rel)[:-3] if src.suffix == ".j2" else str(rel)
+        if rel_s.startswith("provisioning/"):
+            dest = f"/etc/grafana/{rel_s}"
+        elif rel_s.startswith("dashboards/"):
+            dest = f"{DASHBOARDS_DIR}/{rel_s.removeprefix('dashboards/')}"
+        else:
+            continue
+        wanted[dest] = render(f"grafana/{rel}", data) if src.suffix == ".j2" else src.read_text()
+for parent in sorted({dest.rsplit("/", 1)[0] for dest in wanted}):
+    files.directory(name=f"Create {parent}", path=parent, mode="755")
+for dest, text in sorted(wanted.items()):
     prov_ops.append(files.put(name=f"Install {dest}", src=StringIO(text), dest=dest, mode="644"))
 if not prov_ops:
     logger.warning(f"{host.name}: monitoring's grafana/provisioning and dashboards are not in "

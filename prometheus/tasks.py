@@ -2,7 +2,8 @@
 from the distribution, each listening on the bind address only (set in /etc/default
 before the first start), configured from this folder's templates (monitoring's
 ``prometheus.yml.j2``, rules, ``alertmanager.yml.j2``...), checked with promtool, and
-reloaded only when their configuration changed."""
+reloaded only when their configuration changed (``gourmetgram.monitoring.host_files``
+says which daemon reads which file)."""
 
 from io import StringIO
 
@@ -11,10 +12,8 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gourmetgram import deploykit as dk
-from gourmetgram.render import REPO_ROOT, render
 
 stack = dk.host_stack_for(host)
-data = stack.template_data()
 
 PACKAGES = {
     "prometheus": "prometheus",
@@ -27,40 +26,23 @@ PACKAGES = {
 NO_RELOAD = ("prometheus-process-exporter",)
 dk.install_stopped(host, "Prometheus", list(PACKAGES))
 
-# Every file of prometheus/ except this task: *.j2 rendered, the rest copied, into
-# /etc/prometheus (same relative path, without .j2).
-sources = sorted(
-    p for p in (REPO_ROOT / "prometheus").rglob("*")
-    if p.is_file() and p.suffix in (".j2", ".yml", ".yaml") and "__pycache__" not in p.parts
-)
-config_ops = {"prometheus": [], "prometheus-alertmanager": [], "prometheus-process-exporter": []}
-has_process_config = False
-for src in sources:
-    rel = src.relative_to(REPO_ROOT / "prometheus")
-    dest_rel = str(rel)[:-3] if src.suffix == ".j2" else str(rel)
-    if dest_rel.startswith("tests/") or dest_rel.endswith(".test.yml"):
-        continue
-    text = render(f"prometheus/{rel}", data) if src.suffix == ".j2" else src.read_text()
-    dest = f"/etc/prometheus/{dest_rel}"
-    if "/" in dest_rel:
-        files.directory(name=f"Create {dest.rsplit('/', 1)[0]}", path=dest.rsplit("/", 1)[0], mode="755")
-    op = files.put(name=f"Install {dest}", src=StringIO(text), dest=dest, mode="644")
-    if dest_rel.startswith("alertmanager"):
-        config_ops["prometheus-alertmanager"].append(op)
-    elif dest_rel.startswith("process-exporter"):
-        config_ops["prometheus-process-exporter"].append(op)
-        has_process_config = True
-    else:
-        config_ops["prometheus"].append(op)
-if not sources:
-    logger.warning(f"{host.name}: monitoring's prometheus/*.j2 are not in this checkout: Prometheus "
-                   "keeps Debian's default configuration")
-
-default_ops = {}
-for name, text in dk.exporter_defaults(stack, has_process_config).items():
-    default_ops[name] = files.put(name=f"Set {name}'s listen address (/etc/default/{name})",
-                                  src=StringIO(text), dest=f"/etc/default/{name}", mode="644")
-
+config_ops: dict[str, list] = {name: [] for name in PACKAGES}
+defaults: dict[str, list] = {name: [] for name in PACKAGES}
+host_files = dk.monitoring_files(stack)
+if host_files is not None:
+    # Monitoring's files, each tied to the daemon that reads it.
+    mine = {dest: v for dest, v in host_files.items() if v[1] in PACKAGES}
+    for parent in sorted({dest.rsplit("/", 1)[0] for dest in mine} - {"/etc/prometheus", "/etc/default"}):
+        files.directory(name=f"Create {parent}", path=parent, mode="755")
+    for dest, (text, service) in sorted(mine.items()):
+        op = files.put(name=f"Install {dest}", src=StringIO(text), dest=dest, mode="644")
+        (defaults if dest.startswith("/etc/default/") else config_ops)[service].append(op)
+else:
+    logger.warning(f"{host.name}: monitoring's gourmetgram/monitoring.py and prometheus/*.j2 are not "
+                   "in this checkout: Prometheus keeps Debian's default configuration")
+    for name, text in dk.exporter_defaults(stack, process_config=False).items():
+        defaults[name] = [files.put(name=f"Set {name}'s listen address (/etc/default/{name})",
+                                       src=StringIO(text), dest=f"/etc/default/{name}", mode="644")]
 server.shell(
     name="Check the Prometheus configuration (promtool check config)",
     commands=["promtool check config /etc/prometheus/prometheus.yml"],
@@ -87,7 +69,7 @@ for name in PACKAGES:
         name=f"Restart {name} (its settings changed)",
         service=name,
         restarted=True,
-        _if=any_changed(default_ops[name], *(config_ops[name] if name in NO_RELOAD else [])),
+        _if=any_changed(*defaults[name], *(config_ops[name] if name in NO_RELOAD else [])),
     )
     if config_ops.get(name) and name not in NO_RELOAD:
         systemd.service(
