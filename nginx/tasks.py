@@ -18,6 +18,15 @@ dk.install_stopped(host, "Nginx", ["nginx"])
 files.link(name="Remove Debian's default site (it listens on every interface)",
            path="/etc/nginx/sites-enabled/default", present=False)
 
+files.directory(name="Create nginx.service.d", path="/etc/systemd/system/nginx.service.d", mode="755")
+hardening = files.put(
+    name="Confine nginx.service (systemd drop-in)",
+    src=StringIO(dk.NGINX_HARDENING),
+    dest="/etc/systemd/system/nginx.service.d/gourmetgram-hardening.conf",
+    mode="644",
+)
+systemd.daemon_reload(name="Reload systemd (Nginx's drop-in changed)", _if=any_changed(hardening))
+
 site_ops = []
 if hostconfig is None:
     logger.warning(f"{host.name}: canary-routing's nginx/gourmetgram.conf.j2 is not in this "
@@ -41,6 +50,8 @@ else:
 
 server.shell(name="Check the Nginx configuration (nginx -t)", commands=["nginx -t -q"],
              _if=any_changed(*site_ops))
+systemd.service(name="Restart Nginx (its confinement changed)", service="nginx", restarted=True,
+                _if=any_changed(hardening))
 systemd.service(name="Reload Nginx (its site changed)", service="nginx", reloaded=True,
                 _if=any_changed(*site_ops))
 systemd.service(name="Enable and start Nginx", service="nginx", running=True, enabled=True)

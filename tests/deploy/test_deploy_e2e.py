@@ -172,6 +172,14 @@ def test_every_unit_active_and_enabled(host):
     assert sh(machine, "systemctl --failed --no-legend --plain").strip() == ""
 
 
+def test_nginx_is_confined(host):
+    """Debian's nginx.service scores 9.6 ("UNSAFE"); the deploy's drop-in confines it."""
+    machine, _, _, _ = host
+    out = sh(machine, "systemd-analyze security nginx --no-pager | tail -1")
+    score = float(re.search(r"nginx.service: ([0-9.]+)", out).group(1))
+    assert score < 5.0, out
+
+
 def test_services_listen_on_the_hosts_address_only(host):
     """The container shares the controller's network: every socket of its processes
     must be on its own loopback address (Debian's defaults would take *:9090, *:80...)."""
