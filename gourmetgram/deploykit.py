@@ -266,15 +266,21 @@ def exporter_defaults(cfg: StackConfig, process_config: bool = True) -> dict[str
     }
 
 
-def grafana_dropin(cfg: StackConfig, password_file: str = GRAFANA_PASSWORD_FILE) -> str:
-    """systemd drop-in: listen address, sub-path and the admin password, which systemd
-    hands over as a credential so the password file itself stays root-only."""
+def grafana_dropin(cfg: StackConfig, password_file: str = GRAFANA_PASSWORD_FILE,
+                   server_settings: bool = True) -> str:
+    """systemd drop-in: the admin password, which systemd hands over as a credential so
+    the password file itself stays root-only; and, where no grafana.ini is rendered
+    (``server_settings``), the listen address and sub-path."""
     b = cfg.bind_address
-    return (
+    text = (
         "# Written by the GourmetGram deploy.\n[Service]\n"
         f"LoadCredential=admin_password:{password_file}\n"
         "Environment=GF_SECURITY_ADMIN_USER=admin\n"
         "Environment=GF_SECURITY_ADMIN_PASSWORD__FILE=%d/admin_password\n"
+    )
+    if not server_settings:
+        return text
+    return text + (
         f"Environment=GF_SERVER_HTTP_ADDR={b}\n"
         f"Environment=GF_SERVER_HTTP_PORT={cfg.grafana_port}\n"
         "Environment=GF_SERVER_ROOT_URL=%%(protocol)s://%%(domain)s/grafana/\n"

@@ -81,7 +81,7 @@ files.directory(name="Create grafana-server.service.d", path="/etc/systemd/syste
                 mode="755")
 dropin = files.put(
     name="Set Grafana's address, sub-path and admin password (systemd drop-in)",
-    src=StringIO(dk.grafana_dropin(stack, PASSWORD_FILE)),
+    src=StringIO(dk.grafana_dropin(stack, PASSWORD_FILE, server_settings=host_files is None)),
     dest="/etc/systemd/system/grafana-server.service.d/gourmetgram.conf",
     mode="644",
 )

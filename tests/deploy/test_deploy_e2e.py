@@ -267,8 +267,12 @@ def test_grafana_is_prepared_but_not_installed(host):
     password = sh(machine, "cat /etc/gourmetgram/grafana-admin-password").strip()
     assert len(password) >= 24 and password != "admin"
     dropin = sh(machine, "cat /etc/systemd/system/grafana-server.service.d/gourmetgram.conf")
-    assert f"GF_SERVER_HTTP_ADDR={ADDRESS}" in dropin and "LoadCredential=admin_password" in dropin
-    assert password not in dropin
+    assert "LoadCredential=admin_password" in dropin and password not in dropin
+    if (REPO_ROOT / "grafana" / "grafana.ini.j2").is_file():
+        ini = sh(machine, "cat /etc/grafana/grafana.ini")
+        assert f"http_addr = {ADDRESS}" in ini and password not in ini
+    else:
+        assert f"GF_SERVER_HTTP_ADDR={ADDRESS}" in dropin
     provisioning = sorted((REPO_ROOT / "grafana").rglob("provisioning/**/*.y*ml*"))
     for src in provisioning:
         rel = str(src.relative_to(REPO_ROOT / "grafana")).removesuffix(".j2")
