@@ -31,6 +31,24 @@ def test_parse_pci_finds_only_nvidia_display_devices():
     assert parse_pci(out) == GPU
 
 
+# The fact's output on a real GPU VM (Ubuntu 24.04, one H200, virtio devices around it).
+REAL_H200 = """0000:00:00.0 0x8086 0x060000
+0000:00:01.0 0x1af4 0x018000
+0000:00:02.0 0x1af4 0x018000
+0000:00:03.0 0x1af4 0x020000
+0000:00:04.0 0x1af4 0xffff00
+0000:00:05.0 0x1af4 0xffff00
+0000:00:06.0 0x10de 0x030200
+"""
+
+
+def test_real_gpu_host_gets_cuda_torch_and_keeps_its_driver():
+    devices = parse_pci(REAL_H200)
+    assert devices == ("0000:00:06.0",)
+    plan = plan_gpu(load_stack(), GpuFacts(devices, True, "ubuntu"))
+    assert (plan.torch_build, plan.install_driver) == ("cuda", False)
+
+
 @pytest.mark.parametrize("setting, devices, loaded, distro, build, driver", [
     ("auto", GPU, False, "ubuntu", "cuda", ("ubuntu-drivers-common",)),
     ("auto", GPU, False, "debian", "cuda", DEBIAN_DRIVER),
