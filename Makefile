@@ -1,10 +1,20 @@
-# The two commands a newcomer needs: `make up` (deploy, once the deploy lands) and `make test`.
+# The two commands a newcomer needs: `make up` (deploy the stack to the local default
+# target and print where to look) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv deps test lint bench clean
+.PHONY: venv deps test test-fast lint bench up down clean
+
+# The local default target: a Debian 12 systemd container on 127.0.0.2 (docs/deploy.md).
+up: deps venv
+	$(BIN)/python -m gourmetgram.nspawn up
+	GOURMETGRAM_LOCAL_NAME=local $(BIN)/pyinfra -y inventory.py deploy.py $(DEPLOY_ARGS)
+	$(BIN)/python -m gourmetgram.nspawn report
+
+down:
+	$(BIN)/python -m gourmetgram.nspawn down
 
 venv: $(VENV)/.installed
 
@@ -19,6 +29,11 @@ deps:
 test: deps venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Everything but the deploy's end-to-end test (a few minutes instead of ~15).
+test-fast: deps venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not e2e" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

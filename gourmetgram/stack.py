@@ -7,6 +7,7 @@ operation touches a host.
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from gourmetgram.render import REPO_ROOT
 GROUP_DATA = REPO_ROOT / "group_data" / "all.py"
 VARIANTS = ("production", "canary")
 Port = Field(ge=1, le=65535)
+# The deploy's roles, in the order deploy.py applies them.
+ROLES = Literal["gpu", "app", "systemd", "nginx", "prometheus", "grafana", "firewall"]
 
 
 VERSION_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$"
@@ -67,6 +70,73 @@ class StackConfig(BaseModel):
     def _webhook_url(cls, v: str) -> str:
         if v and not re.fullmatch(r"https?://[^\s\"']+", v):
             raise ValueError(f"must be empty or an http(s):// URL, got {v!r}")
+        return v
+
+    # Deploy-only settings (read by deploy.py; defaults here so older data still loads).
+    pip_index_url: str = ""
+    pip_extra_index_urls: list[str] = Field(default_factory=list)
+    pip_find_links: list[str] = Field(default_factory=list)
+    pip_cert: str = ""
+    torch_build: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_cpu_index_url: str = "https://download.pytorch.org/whl/cpu"
+    nvidia_gpu: Literal["auto", "yes", "no"] = "auto"
+    reboot_for_driver: bool = False
+    drift_reference_images: str = ""
+    firewall: bool = False
+    install_grafana: bool = True
+    roles: list[ROLES] = Field(default_factory=lambda: list(ROLES.__args__))
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_words(cls, v):
+        """``--data roles=nginx,prometheus`` re-runs only those roles."""
+        return v.replace(",", " ").split() if isinstance(v, str) else v
+
+    @field_validator("models", "api_ports", mode="before")
+    @classmethod
+    def _json_text(cls, v):
+        """``--data 'models={"production": {...}, ...}'`` arrives as JSON text."""
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not valid JSON: {e}") from None
+        return v
+
+    @field_validator("pip_extra_index_urls", "pip_find_links", mode="before")
+    @classmethod
+    def _split_words(cls, v):
+        """``--data pip_find_links='/a /b'`` arrives as one string."""
+        return v.split() if isinstance(v, str) else v
+
+    @field_validator("pip_index_url", "torch_cpu_index_url", "pip_extra_index_urls")
+    @classmethod
+    def _index_urls(cls, v):
+        for url in [v] if isinstance(v, str) else v:
+            if url and not url.startswith(("http://", "https://", "file://")):
+                raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
+        return v
+
+    @field_validator("pip_find_links")
+    @classmethod
+    def _find_links(cls, v):
+        for url in v:
+            if not url.startswith(("http://", "https://", "file://", "/")):
+                raise ValueError(f"{url!r} is neither a URL nor an absolute path")
+        return v
+
+    @field_validator("pip_cert")
+    @classmethod
+    def _cert(cls, v):
+        if v and not v.startswith("/"):
+            raise ValueError(f"{v!r}: give the CA bundle's absolute path on the target")
+        return v
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind_not_wildcard(cls, v):
+        if v in ("0.0.0.0", "::", ""):
+            raise ValueError("internal services must not listen on all interfaces")
         return v
 
     @field_validator("api_ports", "models")
@@ -122,5 +192,7 @@ def load_stack(overrides: Mapping[str, Any] | None = None, base: Path | None = N
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise StackDataError(f"inventory data {key}: unknown key (a typo?)") from None
         where = f" {key}" if key else ""
         raise StackDataError(f"inventory data{where}: {first['msg']}") from None

@@ -13,7 +13,10 @@ nginx_port = 80
 
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
-api_workers = 2
+# gunicorn workers per API instance. Each holds its own copy of torch and the model
+# (about 700 MiB after warm-up), so one per variant keeps the whole stack near 1.8 GiB,
+# inside the lab's 4 GiB VM (docs/deploy.md); raise it on bigger hosts.
+api_workers = 1
 # Where the APIs run the model: "auto" (CUDA where present), "cpu" (also hides every
 # device from the API unit) or "cuda".
 api_device = "auto"
@@ -55,3 +58,28 @@ node_textfile_dir = "/var/lib/prometheus/node-exporter"
 grafana_admin_password_file = "/etc/gourmetgram/grafana-admin-password"
 # Where the deploy copies grafana/dashboards/ (one sub-folder per Grafana folder).
 grafana_dashboards_dir = "/var/lib/grafana/dashboards"
+
+# --- Deploy settings (read by deploy.py) ---
+# pip sources on the host, for mirrors or offline installs ("" / [] = PyPI).
+pip_index_url = ""
+pip_extra_index_urls = []
+pip_find_links = []
+# CA bundle pip trusts on the host (a TLS-intercepting proxy's, say); "" = pip's own.
+pip_cert = ""
+# "auto": the CUDA build of torch where an NVIDIA GPU is found, the CPU build elsewhere.
+torch_build = "auto"
+# Where the CPU build comes from; "" installs torch from the pip sources above as is.
+torch_cpu_index_url = "https://download.pytorch.org/whl/cpu"
+# "auto" looks for an NVIDIA PCI device; "yes" / "no" override the detection.
+nvidia_gpu = "auto"
+# After installing the NVIDIA driver: reboot the host (True) or ask you to (False).
+reboot_for_driver = False
+# Drift reference: a folder of training images on the controller, or an archive's URL
+# (e.g. the lab's Food-11 download); "" turns drift detection off.
+drift_reference_images = ""
+# Firewall: leave only Nginx and SSH open to the world.
+firewall = False
+# Grafana OSS from Grafana's APT repository.
+install_grafana = True
+# Roles the deploy applies, e.g. --data roles=nginx to re-apply only the Nginx site.
+roles = ["gpu", "app", "systemd", "nginx", "prometheus", "grafana", "firewall"]

@@ -14,6 +14,7 @@ PACKAGES=(
   chromium-driver
   systemd-container
   debootstrap
+  openssh-client
   libjemalloc2
   curl
 )

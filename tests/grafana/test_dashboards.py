@@ -179,6 +179,12 @@ def test_grafana_settings_are_safe():
     assert ini["server"]["http_port"] == "3300"
     assert ini["server"]["root_url"].endswith("/grafana/")
     assert ini["server"]["serve_from_sub_path"] == "true"
-    assert ini["security"]["admin_password"] == "$__file{/etc/gg/secret}"
+    # The password reaches Grafana only as a systemd credential from the root-only file.
+    assert "admin_password" not in ini["security"]
+    from gourmetgram.deploykit import grafana_dropin
+
+    dropin = grafana_dropin(stack, "/etc/gg/secret")
+    assert "LoadCredential=admin_password:/etc/gg/secret" in dropin
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE=%d/admin_password" in dropin
     assert ini["auth.anonymous"]["enabled"] == "false"
     assert ini["users"]["allow_sign_up"] == "false"

@@ -1,0 +1,82 @@
+"""Bad inventory data is refused, naming the key, before anything on a host changes:
+the pure validation, and the real ``pyinfra ... deploy.py`` run stopping at it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gourmetgram import deploykit as dk
+from gourmetgram.stack import StackDataError, load_stack
+from tests.procs import REPO_ROOT, child_env
+
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+def _data(**kw):
+    return {**load_stack().model_dump(), **kw}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("canary_wieght", 10, "canary_wieght: unknown key"),
+    ("canary_weight", 101, "canary_weight"),
+    ("canary_weight", -1, "canary_weight"),
+    ("canary_weight", "ten", "canary_weight"),
+    ("torch_build", "rocm", "torch_build"),
+    ("nvidia_gpu", "amd", "nvidia_gpu"),
+    ("pip_index_url", "pypi.example.org/simple", "pip_index_url"),
+    ("pip_find_links", ["wheels"], "pip_find_links"),
+    ("pip_cert", "ca.pem", "pip_cert"),
+    ("bind_address", "0.0.0.0", "bind_address"),
+    ("roles", ["nginx", "docker"], "roles"),
+    ("api_ports", {"production": 8000}, "api_ports"),
+])
+def test_bad_values_are_refused(key, value, message):
+    with pytest.raises(StackDataError, match=message):
+        dk.stack_from_host_data(_data(**{key: value}))
+
+
+def test_missing_model_file_is_refused(tmp_path):
+    models = {"production": {"path": str(tmp_path / "nope.pth"), "version": "v1"},
+              "canary": {"path": "", "version": ""}}
+    with pytest.raises(StackDataError, match="models.production.path: no model file"):
+        dk.stack_from_host_data(_data(models=models))
+
+
+def test_missing_drift_folder_is_refused(tmp_path):
+    with pytest.raises(StackDataError, match="drift_reference_images"):
+        dk.stack_from_host_data(_data(drift_reference_images=str(tmp_path / "none")))
+    cfg = dk.stack_from_host_data(_data(drift_reference_images="https://example.org/food11.zip"))
+    assert cfg.drift_reference_images.startswith("https://")
+
+
+def test_connector_data_is_not_stack_data():
+    cfg = dk.stack_from_host_data(_data(ssh_port=2222, ssh_user="cc", _sudo=True,
+                                        gourmetgram_local_target="local"))
+    assert cfg.canary_weight == 0
+
+
+def test_command_line_strings_are_parsed():
+    cfg = dk.stack_from_host_data(_data(canary_weight="25", roles="nginx,prometheus",
+                                        pip_find_links="/a /b"))
+    assert (cfg.canary_weight, cfg.roles, cfg.pip_find_links) == (25, ["nginx", "prometheus"], ["/a", "/b"])
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("canary_weight=150", "canary_weight: Input should be less than or equal to 100"),
+    ("canary_wieght=10", "canary_wieght: unknown key"),
+    ('models={"production": {"path": "/no/such/model.pth"}, "canary": {}}', "no model file"),
+    ("models={production:", "models: Value error, not valid JSON"),
+])
+def test_pyinfra_stops_before_any_operation(arg, message):
+    """The real CLI against @local: it stops while loading deploy.py, so no operation
+    (not even a fact beyond the connection) runs; --dry on top as a second guard."""
+    res = subprocess.run([PYINFRA, "@local", "deploy.py", "--dry", "-y", "--data", arg],
+                         capture_output=True, text=True, cwd=REPO_ROOT, env=child_env(), timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert message in out and "nothing was changed" in out, out
+    assert "Starting operation" not in out and "Detected changes" not in out
