@@ -46,6 +46,9 @@ class P:
     thresholds: list[tuple[float, str]] = field(default_factory=list)
     mappings: list[dict] = field(default_factory=list)
     table: bool = False
+    # Merged into the panel's "options" (e.g. a stat's textMode).
+    options: dict = field(default_factory=dict)
+    transformations: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Dashboard:
     description: str
     items: list[P | Row]
     tags: list[str] = field(default_factory=lambda: ["gourmetgram"])
+    annotations: list[dict] = field(default_factory=list)
 
     def path(self) -> Path:
         return DASHBOARDS_DIR / self.folder / f"{self.uid}.json"
@@ -85,7 +89,8 @@ def _panel_json(p: P, pid: int, x: int, y: int) -> dict:
             },
             "overrides": [],
         },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    **p.options},
         "targets": [
             {
                 "refId": chr(ord("A") + i),
@@ -99,6 +104,8 @@ def _panel_json(p: P, pid: int, x: int, y: int) -> dict:
             for i, t in enumerate(p.targets)
         ],
     }
+    if p.transformations:
+        panel["transformations"] = p.transformations
     if p.thresholds and p.kind == "timeseries":
         panel["fieldConfig"]["defaults"]["custom"] = {"thresholdsStyle": {"mode": "line"}}
     return panel
@@ -130,7 +137,7 @@ def build(d: Dashboard) -> dict:
         "refresh": "10s",
         "time": {"from": "now-30m", "to": "now"},
         "templating": {"list": []},
-        "annotations": {"list": []},
+        "annotations": {"list": [{"datasource": DATASOURCE, **a} for a in d.annotations]},
         "panels": panels,
     }
 
@@ -242,6 +249,76 @@ DRIFT = Dashboard(
     ],
 )
 
+def _mapping(texts: dict[int, tuple[str, str]]) -> list[dict]:
+    return [{"type": "value", "options": {
+        str(v): {"text": text, "color": color, "index": i}
+        for i, (v, (text, color)) in enumerate(texts.items())}}]
+
+
+# The automated canary analysis (gourmetgram canary run, job canary-analysis). A verdict
+# is encoded as one number per check so that a state timeline shows its history.
+VERDICT_CODE = {"skipped": 0, "pass": 1, "inconclusive": 2, "fail": 3}
+VERDICT_EXPR = " + ".join(
+    f'{code} * max by (check) (canary_analysis_check_verdict{{verdict="{v}"}})'
+    for v, code in VERDICT_CODE.items() if code)
+ANALYSIS_PANELS = [
+    P("Controller", [T('max(up{job="canary-analysis"})', "controller")], kind="stat", w=4, h=5,
+      mappings=_mapping({0: ("OFF", "gray"), 1: ("RUNNING", "green")}),
+      description="RUNNING while Prometheus scrapes gourmetgram-canary-controller; it runs "
+                  "only during a rollout, so OFF between rollouts is normal."),
+    P("Last decision", [T("max by (decision) (canary_analysis_last_decision) == 1",
+                          "{{decision}}", instant=True)],
+      kind="stat", w=5, h=5, options={"textMode": "name", "colorMode": "none"},
+      description="advance, hold, promote, rollback, pause (Prometheus unreachable), "
+                  "wait-approval (manual gate) or stopped (weight set to 0 by hand)."),
+    P("Since the last decision",
+      [T("time() - max(canary_analysis_last_decision_timestamp_seconds > 0)", "age")],
+      kind="stat", unit="s", w=4, h=5,
+      description="Seconds since the controller last decided; it decides every "
+                  "CANARY_ANALYSIS_INTERVAL_S (60 s by default)."),
+    P("Weight and step", [T("max(canary_analysis_weight)", "weight %"),
+                          T("max(canary_analysis_step)", "steps taken")],
+      kind="stat", w=5, h=5,
+      description="Canary weight after the last decision (%) and the weight steps taken "
+                  "in this rollout."),
+    P("Failed analyses", [T("max(canary_analysis_failed_checks)", "failed")],
+      kind="stat", w=3, h=5, thresholds=[(1, "orange"), (2, "red")],
+      description="Analyses with a failed check in this rollout; the controller rolls back "
+                  "at CANARY_ANALYSIS_FAILED_CHECKS_THRESHOLD (2 by default)."),
+    P("Prometheus", [T("min(canary_analysis_prometheus_up)", "reads")], kind="stat", w=3, h=5,
+      mappings=_mapping({0: ("PAUSED", "red"), 1: ("READ", "green")}),
+      description="PAUSED when the last analysis could not read Prometheus: the controller "
+                  "waits and changes no weight."),
+    P("Check verdicts", [T(VERDICT_EXPR, "{{check}}")], kind="state-timeline", w=24, h=7,
+      mappings=_mapping({0: ("skipped", "gray"), 1: ("pass", "green"),
+                         2: ("inconclusive", "yellow"), 3: ("fail", "red")}),
+      options={"showValue": "auto", "mergeValues": True, "rowHeight": 0.8},
+      description="Each check's verdict at each analysis: inconclusive below the minimum "
+                  "request count or without data (never a failure), skipped when the "
+                  "metric is not exported."),
+    P("p-values of the checks", [T("max by (check) (canary_analysis_check_p_value)", "{{check}}")],
+      w=12, thresholds=[(0.01, "transparent")],
+      description="One-sided p-value of each check's \"canary is worse\" test; a check can "
+                  "fail only below CANARY_ANALYSIS_ALPHA (line: the default 0.01) and "
+                  "beyond its tolerance."),
+    P("Compared values (last analysis)",
+      [T("max by (check, variant) (canary_analysis_check_value)", "{{check}} {{variant}}")],
+      kind="table", table=True, w=12,
+      transformations=[{"id": "groupingToMatrix", "options": {
+          "columnField": "variant", "rowField": "check", "valueField": "Value"}}],
+      description="The numbers each check compared: 5xx rate, latency quantile (s), mean "
+                  "confidence, class-mix divergence (bits; production 0), drift event rate."),
+]
+# One annotation per decision, at the decision's own time: the timestamp gauge's value
+# (ms) is the annotation time, labelled with the decision taken then.
+DECISION_ANNOTATION = {
+    "name": "Canary decisions", "enable": True, "iconColor": "purple",
+    "expr": "1000 * max by (job, instance) (canary_analysis_last_decision_timestamp_seconds > 0)"
+            " * on (job, instance) group_left (decision) (canary_analysis_last_decision == 1)",
+    "step": "10s", "useValueForTime": True, "titleFormat": "canary: {{decision}}",
+    "textFormat": "gourmetgram canary run decided {{decision}}", "tagKeys": "decision",
+}
+
 CANARY = Dashboard(
     folder="Canary", uid="gourmetgram-canary", title="Canary",
     description="Production and canary side by side while traffic moves to the canary.",
@@ -276,7 +353,9 @@ CANARY = Dashboard(
           description="Prometheus alerts firing now; canary alerts are muted in Alertmanager "
                       "while the canary weight is 0."),
         Row("Canary analysis"),
+        *ANALYSIS_PANELS,
     ],
+    annotations=[DECISION_ANNOTATION],
 )
 
 INFRA = Dashboard(

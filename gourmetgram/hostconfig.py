@@ -18,6 +18,7 @@ STANDALONE_TEMPLATE = "nginx/nginx-test.conf.j2"
 API_UNIT_TEMPLATE = "systemd/food11-api@.service.j2"
 WEB_UNIT_TEMPLATE = "systemd/gourmetgram-web.service.j2"
 API_ENV_TEMPLATE = "systemd/food11-api.env.j2"
+CONTROLLER_ENV_TEMPLATE = "systemd/canary-analysis.env.j2"
 # Rendered unit file name -> template.
 UNITS = {
     "food11-api@.service": API_UNIT_TEMPLATE,
@@ -50,3 +51,9 @@ def render_api_env(stack: StackConfig, layout: HostLayout, variant: str) -> str:
 def render_units(stack: StackConfig, layout: HostLayout) -> dict[str, str]:
     """Unit file name -> contents."""
     return {name: render(t, template_data(stack, layout)) for name, t in UNITS.items()}
+
+
+def render_canary_analysis_env(stack: StackConfig, layout: HostLayout) -> str:
+    """The controller's EnvironmentFile (``canary-analysis.env``): Prometheus' URL and
+    the metrics port come from the same data as the scrape job that reads them."""
+    return render(CONTROLLER_ENV_TEMPLATE, template_data(stack, layout))

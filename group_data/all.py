@@ -43,6 +43,9 @@ nginx_status_port = 8088
 # Nginx's read/send timeout towards the model API, seconds (a cold prediction is < 1 s).
 api_timeout_seconds = 30
 grafana_port = 3000
+# The canary analysis controller's canary_analysis_* metrics (gourmetgram-canary-controller,
+# CANARY_ANALYSIS_METRICS_PORT), scraped as job "canary-analysis"; on bind_address only.
+canary_analysis_port = 9310
 scrape_interval = "15s"
 prometheus_retention = "15d"
 # Where Alertmanager posts alerts (a webhook receiver, e.g. a chat bridge); "" keeps them

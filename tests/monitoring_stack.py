@@ -1,8 +1,10 @@
 """A real monitoring stack for tests, on free loopback ports with temp storage: both API
 instances (demo model), Nginx with stub_status, the Debian exporters (node, process,
-Nginx), Alertmanager delivering to a webhook receiver run here, and Prometheus, all
-configured by the same render functions as the deploy (gourmetgram.monitoring) with a
-test profile: 1 s scrapes and thresholds that the test traffic crosses.
+Nginx), Alertmanager delivering to a webhook receiver run here, Prometheus, and the
+canary analysis controller (gourmetgram.rollout) judging both variants from that
+Prometheus and serving its canary_analysis_* metrics; all configured by the same render
+functions as the deploy (gourmetgram.monitoring) with a test profile: 1 s scrapes and
+thresholds that the test traffic crosses.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import requests
 from PIL import Image
 
 from gourmetgram import monitoring
+from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.rollout import AnalysisMetrics, Controller
 from gourmetgram.stack import StackConfig, load_stack
 from tests.images import b64, encode, textured
 from tests.procs import ApiServer, Proc, free_port
@@ -151,6 +155,59 @@ class Traffic:
         self.thread.join(15)
 
 
+class WeightOnly:
+    """The controller's actuator here: it keeps the weight in memory. This stack has no
+    routing Nginx to move (tests/gourmetgram/test_analysis_with_canary_library.py runs
+    the controller through the real routing library), and canary_weight must stay 0
+    for the inhibition test."""
+
+    def __init__(self):
+        self.value = 0
+
+    def weight(self) -> int:
+        return self.value
+
+    def set_weight(self, weight: int, reason: str) -> None:
+        self.value = weight
+
+    def promote(self, reason: str) -> None:
+        self.value = 0
+
+    def rollback(self, reason: str) -> None:
+        self.value = 0
+
+
+class AnalysisController:
+    """The real controller loop and its real metrics endpoint, on the stack's
+    canary_analysis_port (the scrape job ``canary-analysis``), reading the stack's
+    Prometheus. Low minimum counts so that the trickle of test traffic is judged
+    (pass, fail or p-values) instead of held as inconclusive; a high failure threshold
+    and max weight so that it keeps deciding while the tests run."""
+
+    def __init__(self, stack: StackConfig, state_dir: Path):
+        self.settings = AnalysisSettings(
+            prometheus_url=f"http://127.0.0.1:{stack.prometheus_port}", interval_s=2,
+            window_s=15, step_weight=1, max_weight=100, failed_checks_threshold=100,
+            state_dir=state_dir, metrics_host=stack.bind_address,
+            metrics_port=stack.canary_analysis_port, error_rate_min_requests=5,
+            latency_min_requests=5, confidence_min_requests=5, class_mix_min_requests=5,
+            drift_min_requests=5)
+        self.metrics = AnalysisMetrics()
+        self.controller = Controller(self.settings, WeightOnly(), metrics=self.metrics)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.controller.run, args=(self._stop,), daemon=True)
+
+    def start(self) -> AnalysisController:
+        self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(30)
+        self.metrics.close()
+
+
 class MonitoringStack:
     def __init__(self, tmp: Path, model: Path):
         self.tmp = tmp
@@ -159,10 +216,12 @@ class MonitoringStack:
         self.apis: list[ApiServer] = []
         self.receiver = WebhookReceiver()
         self.traffic: Traffic | None = None
+        self.controller: AnalysisController | None = None
         self.web_started = False
         ports = {k: free_port() for k in (
             "web_port", "prometheus_port", "alertmanager_port", "node_exporter_port",
-            "process_exporter_port", "nginx_exporter_port", "nginx_status_port")}
+            "process_exporter_port", "nginx_exporter_port", "nginx_status_port",
+            "canary_analysis_port")}
         self.textfile_dir = tmp / "textfile"
         self.textfile_dir.mkdir()
         self.stack: StackConfig = load_stack({
@@ -260,6 +319,7 @@ class MonitoringStack:
         self.traffic = Traffic([a.url for a in self.apis], web_url)
         self.traffic.one_round()
         self.traffic.start()
+        self.controller = AnalysisController(s, tmp / "canary-analysis").start()
         return self
 
     # Ready means: every target scraped, both variants' errors in the recording rules,
@@ -272,6 +332,7 @@ class MonitoringStack:
         'nginx_up == 1',
         'canary_weight',
         'ALERTS{alertname="Failed requests", alertstate="firing"}',
+        'count(canary_analysis_check_p_value{job="canary-analysis"}) >= 4',
     )
 
     def warm_up(self, timeout: float = 150.0) -> MonitoringStack:
@@ -282,6 +343,8 @@ class MonitoringStack:
         return self
 
     def stop(self):
+        if self.controller:
+            self.controller.stop()
         if self.traffic:
             self.traffic.stop()
         for p in reversed(self.procs):

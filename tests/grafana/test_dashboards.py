@@ -83,6 +83,9 @@ def structure_problems(dash: dict, uid: str) -> list[str]:
         for t in p.get("targets", []):
             if t["datasource"]["uid"] != uid or not t.get("expr", "").strip():
                 problems.append(f"{p['title']}: query {t['refId']} bad")
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("expr") is not None and (a["datasource"]["uid"] != uid or not a["expr"].strip()):
+            problems.append(f"annotation {a['name']}: bad data source or query")
     for (a, ga), (b, gb) in itertools.combinations(boxes, 2):
         if (ga["x"] < gb["x"] + gb["w"] and gb["x"] < ga["x"] + ga["w"]
                 and ga["y"] < gb["y"] + gb["h"] and gb["y"] < ga["y"] + ga["h"]):
@@ -133,14 +136,44 @@ def test_lab_panels_and_queries_are_kept():
         assert metric in drift
 
 
-def test_canary_dashboard_compares_variants_and_leaves_room_for_analysis():
+def test_canary_dashboard_compares_variants_and_shows_the_analysis():
     canary = by_title()["Canary"]
     titles = [p["title"] for p in canary["panels"]]
     for needed in ("Traffic weight", "Observed request share", "Error ratio (4xx + 5xx)",
                    "Latency quantiles", "Average confidence", "Class mix", "Firing alerts"):
         assert needed in titles
-    last = canary["panels"][-1]
-    assert last["type"] == "row" and last["title"] == "Canary analysis"
+    row = titles.index("Canary analysis")
+    assert canary["panels"][row]["type"] == "row"
+    analysis = canary["panels"][row + 1:]
+    exprs = " ".join(t["expr"] for p in analysis for t in p["targets"])
+    for metric in ("canary_analysis_last_decision", "canary_analysis_check_verdict",
+                   "canary_analysis_check_p_value", "canary_analysis_check_value",
+                   "canary_analysis_weight", "canary_analysis_step",
+                   "canary_analysis_failed_checks", "canary_analysis_prometheus_up",
+                   'up{job="canary-analysis"}'):
+        assert metric in exprs, metric
+    assert all(g["gridPos"]["y"] > canary["panels"][row]["gridPos"]["y"]
+               for g in analysis)
+
+
+def test_canary_verdict_codes_match_the_controller_and_the_mapping():
+    """The state timeline's number per verdict, its value mapping, and the verdicts the
+    controller can report agree."""
+    from gourmetgram.rollout import VERDICTS
+
+    assert set(dashboards.VERDICT_CODE) == set(VERDICTS)
+    (panel,) = [p for p in by_title()["Canary"]["panels"] if p["title"] == "Check verdicts"]
+    texts = {int(k): v["text"] for k, v in
+             panel["fieldConfig"]["defaults"]["mappings"][0]["options"].items()}
+    assert texts == {code: v for v, code in dashboards.VERDICT_CODE.items()}
+
+
+def test_decisions_are_annotated_at_their_own_time():
+    (a,) = [a for a in by_title()["Canary"]["annotations"]["list"] if a["name"] == "Canary decisions"]
+    assert a["datasource"]["uid"] == provisioned_uid() and a["enable"] is True
+    assert a["useValueForTime"] is True and a["expr"].startswith("1000 * ")
+    assert "canary_analysis_last_decision_timestamp_seconds" in a["expr"]
+    assert a["tagKeys"] == "decision" and "{{decision}}" in a["titleFormat"]
 
 
 def test_dashboard_provider_points_at_the_dashboards(tmp_path):
@@ -188,3 +221,11 @@ def test_grafana_settings_are_safe():
     assert "GF_SECURITY_ADMIN_PASSWORD__FILE=%d/admin_password" in dropin
     assert ini["auth.anonymous"]["enabled"] == "false"
     assert ini["users"]["allow_sign_up"] == "false"
+
+
+@pytest.mark.parametrize("change", [{"expr": " "}, {"datasource": {"type": "prometheus", "uid": "x"}}])
+def test_structure_check_catches_a_bad_annotation(change):
+    dash = by_title()["Canary"]
+    dash["annotations"]["list"][0].update(change)
+    assert "annotation Canary decisions: bad data source or query" in structure_problems(
+        dash, provisioned_uid())

@@ -1,10 +1,11 @@
-"""Every PromQL expression of every rule and every dashboard panel, evaluated against a
-real Prometheus that scrapes real API instances (demo model, production and canary)
-under error and low-confidence traffic, plus the real Debian exporters; and one alert
-taken end to end: Prometheus -> Alertmanager -> webhook, with canary inhibition.
+"""Every PromQL expression of every rule, every dashboard panel and every dashboard
+annotation, evaluated against a real Prometheus that scrapes real API instances (demo
+model, production and canary) under error and low-confidence traffic, the real Debian
+exporters and the real canary analysis controller; and one alert taken end to end:
+Prometheus -> Alertmanager -> webhook, with canary inhibition.
 
 Expressions are found by walking the files (rendered rules, grafana/dashboards/**.json),
-so a new panel or rule is covered without touching this test.
+so a new panel, annotation or rule is covered without touching this test.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ NOT_PRODUCED_HERE = {
 # Alerts that a healthy stack cannot make true by lowering a threshold (nothing is down
 # here, the demo traffic causes no drift). For these the expression without its final
 # comparison is evaluated instead: it must return data (its selectors and joins match).
-SILENT_WHEN_HEALTHY = {"ApiInstanceDown", "TargetDown", "ServiceUnitFailed", "DriftDetected"}
+SILENT_WHEN_HEALTHY = {"ApiInstanceDown", "TargetDown", "ServiceUnitFailed", "DriftDetected",
+                       "CanaryControllerDown"}
 # Grafana's variables, replaced as Grafana would for a 5-minute dashboard range.
 GRAFANA_VARS = {"$__range": "5m", "$__rate_interval": "1m", "$__interval": "1s"}
 TRAILING_COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*-?[\d.]+(e[+-]?\d+)?\s*$")
@@ -72,14 +74,21 @@ def panel_expressions() -> list[tuple[str, str]]:
             walk(dash, p.get("panels", []))
             for t in p.get("targets", []):
                 if t.get("expr"):
-                    expr = t["expr"]
-                    for var, value in GRAFANA_VARS.items():
-                        expr = expr.replace(var, value)
-                    out.append((f"{dash}:{p['title']}:{t['refId']}", expr))
+                    out.append((f"{dash}:{p['title']}:{t['refId']}", _grafana_vars(t["expr"])))
 
     for path in sorted((REPO_ROOT / "grafana" / "dashboards").rglob("*.json")):
-        walk(path.stem, json.loads(path.read_text())["panels"])
+        dash = json.loads(path.read_text())
+        walk(path.stem, dash["panels"])
+        for a in dash["annotations"]["list"]:
+            if a.get("expr"):
+                out.append((f"{path.stem}:annotation:{a['name']}", _grafana_vars(a["expr"])))
     return out
+
+
+def _grafana_vars(expr: str) -> str:
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    return expr
 
 
 RULES = rule_expressions()
@@ -113,6 +122,7 @@ def test_expressions_are_found():
     """Guards the extraction itself: all dashboards and rules are seen."""
     assert len({i.split(":")[0] for i, _ in PANELS}) == 5
     assert len(PANELS) >= 40
+    assert "gourmetgram-canary:annotation:Canary decisions" in {i for i, _ in PANELS}
     names = {a for _, _, a in RULES if a}
     assert {"Failed requests", "Low prediction confidence", "CanaryErrorRateHigher"} <= names
     assert SILENT_WHEN_HEALTHY <= names
@@ -182,6 +192,31 @@ def test_canary_alerts_are_inhibited_at_weight_zero(live):
     delivered = {a["labels"].get("variant") for a in live.receiver.alerts()
                  if a["labels"]["alertname"] == "HighPredictLatency"}
     assert delivered == {"production"}
+
+
+def test_canary_controller_is_scraped_and_its_decisions_annotated(live):
+    """The real controller's metrics reach Prometheus through the `canary-analysis` job;
+    the dashboard's annotation query puts each decision at the controller's own decision
+    time with its decision label, and the verdict panel's code is the controller's."""
+    assert live.wait_for('up{job="canary-analysis"} == 1')
+    canary = json.loads((REPO_ROOT / "grafana" / "dashboards" / "Canary" /
+                         "gourmetgram-canary.json").read_text())
+    (annotation,) = [a for a in canary["annotations"]["list"] if a["name"] == "Canary decisions"]
+    assert annotation["useValueForTime"] is True
+    result = live.wait_for(annotation["expr"])
+    decided = {(round(d.at * 1000), d.action) for d in list(live.controller.controller.history)}
+    assert len(result) == 1, result
+    got = (round(float(result[0]["value"][1])), result[0]["metric"]["decision"])
+    assert got in decided, (got, sorted(decided)[-5:])
+
+    (verdicts,) = [p for p in canary["panels"] if p["title"] == "Check verdicts"]
+    codes = {r["metric"]["check"]: float(r["value"][1])
+             for r in live.wait_for(verdicts["targets"][0]["expr"])}
+    assert set(codes) == set(live.controller.settings.checks)
+    code_of = {"skipped": 0, "pass": 1, "inconclusive": 2, "fail": 3}
+    judged = [{c.check: code_of[c.verdict] for c in d.checks}
+              for d in list(live.controller.controller.history) if d.checks]
+    assert codes in judged, (codes, judged[-3:])
 
 
 def test_process_groups_are_named_and_nginx_is_scraped(live):

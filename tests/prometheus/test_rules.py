@@ -48,7 +48,8 @@ def test_prometheus_config_passes_promtool(tmp_path, rules_dir, gpu):
     jobs = {j["job_name"]: j for j in yaml.safe_load(config)["scrape_configs"]}
     assert ("gpu" in jobs) is gpu
     assert set(jobs) - {"gpu"} == {"food11", "web", "node", "process", "nginx", "alertmanager",
-                                   "prometheus"}
+                                   "canary-analysis", "prometheus"}
+    assert jobs["canary-analysis"]["static_configs"][0]["targets"] == ["127.0.0.1:9310"]
     variants = {c["labels"]["variant"]: c["targets"] for c in jobs["food11"]["static_configs"]}
     assert variants == {"production": ["127.0.0.1:8000"], "canary": ["127.0.0.1:8001"]}
 
@@ -155,6 +156,8 @@ def test_bad_thresholds_are_refused(override, key):
     ({"gpu": "maybe"}, "gpu"),
     ({"gpu_exporter_port": 0}, "gpu_exporter_port"),
     ({"nginx_status_port": 70000}, "nginx_status_port"),
+    ({"canary_analysis_port": 0}, "canary_analysis_port"),
+    ({"canary_analysis_port": "metrics"}, "canary_analysis_port"),
     ({"node_textfile_dir": "relative/dir"}, "node_textfile_dir"),
     ({"grafana_admin_password_file": ""}, "grafana_admin_password_file"),
     ({"grafana_dashboards_dir": "/with space"}, "grafana_dashboards_dir"),
@@ -162,6 +165,15 @@ def test_bad_thresholds_are_refused(override, key):
 def test_bad_monitoring_inventory_data_is_refused(override, key):
     with pytest.raises(StackDataError, match=f"inventory data {key}"):
         load_stack(override)
+
+
+def test_canary_analysis_job_follows_the_data_and_its_port_is_not_shared():
+    stack = load_stack({"bind_address": "10.1.2.3", "canary_analysis_port": 19310})
+    jobs = {j["job_name"]: j for j in yaml.safe_load(
+        monitoring.render_prometheus_config(stack))["scrape_configs"]}
+    assert jobs["canary-analysis"]["static_configs"][0]["targets"] == ["10.1.2.3:19310"]
+    with pytest.raises(StackDataError, match=r"ports used twice on the bind address: \[9090\]"):
+        load_stack({"canary_analysis_port": 9090})
 
 
 @pytest.mark.parametrize("webhook", ["", "https://hooks.example.org/gg"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram.analysis_settings import load_settings
+from gourmetgram.analysis_settings import AnalysisSettings, load_settings
 from gourmetgram.render import render
 from gourmetgram.stack import load_stack
 
@@ -76,3 +76,26 @@ def test_rendered_settings_file_is_valid(rendered):
     s = load_settings(rendered / "canary-analysis.env")
     assert s.prometheus_url == "http://127.0.0.1:9090"
     assert s.metrics_host == "127.0.0.1" and str(s.state_dir).endswith("canary-analysis")
+    assert s.metrics_port == load_stack().canary_analysis_port
+
+
+def test_settings_default_port_is_the_inventory_default():
+    """`gourmetgram canary run` without the env file serves where Prometheus scrapes."""
+    assert AnalysisSettings().metrics_port == load_stack().canary_analysis_port
+
+
+def test_settings_file_takes_addresses_from_the_stack_data(tmp_path):
+    """One source: the port Prometheus scrapes (job canary-analysis) is the port the
+    controller is told to serve on."""
+    from gourmetgram.hostconfig import render_canary_analysis_env
+    from gourmetgram.hostlayout import host_layout
+
+    stack = load_stack({"bind_address": "10.0.0.5", "prometheus_port": 19090,
+                        "canary_analysis_port": 19310})
+    env = tmp_path / "canary-analysis.env"
+    env.write_text(render_canary_analysis_env(
+        stack, host_layout({"GOURMETGRAM_STATE_DIR": str(tmp_path / "state")})))
+    s = load_settings(env)
+    assert (s.prometheus_url, s.metrics_host, s.metrics_port) == (
+        "http://10.0.0.5:19090", "10.0.0.5", 19310)
+    assert s.state_dir == tmp_path / "state" / "canary-analysis"
