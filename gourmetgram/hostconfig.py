@@ -23,6 +23,8 @@ CONTROLLER_ENV_TEMPLATE = "systemd/canary-analysis.env.j2"
 UNITS = {
     "food11-api@.service": API_UNIT_TEMPLATE,
     "gourmetgram-web.service": WEB_UNIT_TEMPLATE,
+    # Installed by the deploy but neither enabled nor started: a person starts it for a rollout.
+    "gourmetgram-canary-controller.service": "systemd/gourmetgram-canary-controller.service.j2",
 }
 
 

@@ -1,6 +1,8 @@
 """systemd role: the API instances (``food11-api@production``, ``food11-api@canary``,
 one template unit) and the web app, rendered from this folder's unit templates;
-enabled, started, and restarted only when their unit, settings, code or model changed."""
+enabled, started, and restarted only when their unit, settings, code or model changed.
+The canary controller's unit and settings are installed too, but it stays off until a
+person starts it for a rollout (``systemctl start gourmetgram-canary-controller``)."""
 
 from io import StringIO
 
@@ -44,6 +46,15 @@ env_ops = {
     )
     for v, text in envs.items()
 }
+if hostconfig is not None:
+    files.put(
+        name=f"Write the canary controller's settings ({layout.etc_dir}/canary-analysis.env)",
+        src=StringIO(hostconfig.render_canary_analysis_env(stack, layout)),
+        dest=f"{layout.etc_dir}/canary-analysis.env",
+        user="root",
+        group="root",
+        mode="640",
+    )
 systemd.daemon_reload(name="Reload systemd (unit files changed)", _if=any_changed(*unit_ops))
 
 inputs = dk.API_INPUTS.get(host.name, [])

@@ -172,6 +172,18 @@ def test_every_unit_active_and_enabled(host):
     assert sh(machine, "systemctl --failed --no-legend --plain").strip() == ""
 
 
+def test_canary_controller_is_installed_but_off(host):
+    """Issue 9: installed and configured by the deploy, off until a canary is shipped."""
+    machine, _, _, _ = host
+    unit = "gourmetgram-canary-controller"
+    assert sh(machine, f"systemctl is-enabled {unit}", check=False).strip() == "disabled"
+    assert sh(machine, f"systemctl is-active {unit}", check=False).strip() == "inactive"
+    env = sh(machine, "cat /etc/gourmetgram/canary-analysis.env")
+    assert "CANARY_ANALYSIS_METRICS_PORT=9310" in env, env
+    out = sh(machine, f"systemd-analyze security {unit} --no-pager | tail -1")
+    assert float(re.search(r": ([0-9.]+)", out).group(1)) < 4.0, out
+
+
 def test_nginx_is_confined(host):
     """Debian's nginx.service scores 9.6 ("UNSAFE"); the deploy's drop-in confines it."""
     machine, _, _, _ = host
