@@ -3,7 +3,7 @@ in one run on one machine with the same model and the same images.
 
     python bench/bench_api.py                  # the full run (make bench): minutes
     python bench/bench_api.py --quick          # a few seconds per point, to check it works
-    python bench/bench_api.py --variants ours,no-malloc-tuning,jemalloc,batch1,workers1
+    python bench/bench_api.py --variants ours,malloc-tuning,jemalloc,batch1,workers1
 
 Servers: ``lab`` (bench/lab_pattern.py under one uvicorn process) and variants of ours
 (``gourmetgram serve-api``: gunicorn + uvicorn workers). Load: a closed loop of C
@@ -59,12 +59,12 @@ class Variant:
 
 VARIANTS = {
     "lab": Variant("lab", lab=True, doc="the lab's pattern: one uvicorn process, def endpoint"),
-    "ours": Variant("ours", doc="as deployed: 2 workers, max_batch 8, malloc tuning"),
-    "no-malloc-tuning": Variant(
-        "no-malloc-tuning", env={"GOURMETGRAM_MALLOC_TUNING": "0"},
-        doc="glibc malloc with its defaults"),
+    "ours": Variant("ours", doc="serve-api defaults: 2 workers, max_batch 8, glibc malloc"),
+    "malloc-tuning": Variant(
+        "malloc-tuning", env={"GOURMETGRAM_MALLOC_TUNING": "1"},
+        doc="glibc malloc keeping freed buffers (MALLOC_MMAP_MAX_=0 ...)"),
     "jemalloc": Variant(
-        "jemalloc", env={"GOURMETGRAM_MALLOC_TUNING": "0", "LD_PRELOAD": JEMALLOC or ""},
+        "jemalloc", env={"LD_PRELOAD": JEMALLOC or ""},
         doc="jemalloc (Debian libjemalloc2) through LD_PRELOAD"),
     "batch1": Variant("batch1", args=["--max-batch", "1"], doc="no batching"),
     "workers1": Variant("workers1", args=["--workers", "1"], doc="one worker"),

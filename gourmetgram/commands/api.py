@@ -10,9 +10,9 @@ from pathlib import Path
 
 from gourmetgram.errors import UsageError
 
-# glibc's default allocator hands activation buffers back to the kernel after every
-# forward pass and maps them again on the next; these settings keep them (measured
-# by bench/bench_api.py, see docs/api.md).
+# Opt-in (GOURMETGRAM_MALLOC_TUNING=1): glibc keeps freed activation buffers instead of
+# handing them back to the kernel. Measured by bench/bench_api.py (docs/api.md): no
+# throughput gain with batched requests, about 160 MiB more per worker, so off.
 MALLOC_TUNING = {
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": "100000000000",
@@ -105,7 +105,7 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.torch_threads))
-    if os.environ.get("GOURMETGRAM_MALLOC_TUNING", "1") != "0":  # "0": glibc's defaults
+    if os.environ.get("GOURMETGRAM_MALLOC_TUNING", "0") == "1":
         for k, v in MALLOC_TUNING.items():
             os.environ.setdefault(k, v)
     argv = [
