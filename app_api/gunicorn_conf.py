@@ -4,10 +4,8 @@
 multiprocess directory right: emptied when the master starts, dead workers marked.
 """
 
-import os
-from pathlib import Path
-
 from app_api.settings import ApiSettings
+from gourmetgram.gunicorn_hooks import child_exit, on_starting  # noqa: F401 (gunicorn reads them)
 
 _settings = ApiSettings()
 
@@ -23,19 +21,3 @@ max_requests_jitter = 2000
 loglevel = _settings.log_level
 accesslog = None
 proc_name = f"food11-api-{_settings.variant}"
-
-
-def on_starting(server):
-    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if d:
-        path = Path(d)
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        for old in path.glob("*.db"):
-            old.unlink()
-
-
-def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)

@@ -5,10 +5,8 @@ API call holds one thread, not a whole worker; the hooks keep prometheus_client'
 multiprocess directory right: emptied when the master starts, dead workers marked.
 """
 
-import os
-from pathlib import Path
-
 from app_web.settings import WebSettings
+from gourmetgram.gunicorn_hooks import child_exit, on_starting  # noqa: F401 (gunicorn reads them)
 
 _settings = WebSettings()
 
@@ -24,19 +22,3 @@ max_requests_jitter = 2000
 loglevel = _settings.log_level
 accesslog = None
 proc_name = "gourmetgram-web"
-
-
-def on_starting(server):
-    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if d:
-        path = Path(d)
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        for old in path.glob("*.db"):
-            old.unlink()
-
-
-def child_exit(server, worker):
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
