@@ -198,6 +198,11 @@ def count_variants(url: str, n: int, clients: int = 4, cheap: bool = False) -> C
     def run(k: int) -> Counter:
         c: Counter = Counter()
         with requests.Session() as s:
+            # One connection per request: a keep-alive connection opened on an old Nginx
+            # worker just before a reload can be closed by it while the next request is
+            # on its way (plain HTTP keep-alive behaviour, not a routing failure); the
+            # zero-downtime tests (Load) keep their keep-alive clients on purpose.
+            s.headers["Connection"] = "close"
             for _ in range(k):
                 c[served_by(s, url) if cheap else variant_of(predict(s, url))] += 1
         return c
