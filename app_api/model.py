@@ -15,7 +15,6 @@ reuses the prediction's own features instead of a second pass.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from app_api.hashing import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +123,6 @@ class FeatureClassifier(nn.Module):
             f = self.net.body(x)
             return self.net.head(f), f
         return self.net(x), None
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_mobilenet_v2(num_classes: int = len(FOOD11_CLASSES)) -> nn.Module:

@@ -16,6 +16,7 @@ from typing import Any
 
 import tomllib
 
+from app_api.hashing import sha256_of
 from gourmetgram.render import REPO_ROOT
 from gourmetgram.stack import StackConfig, StackDataError, load_stack
 
@@ -49,18 +50,10 @@ def env_file(variant: str) -> str:
     return f"{ETC}/food11-api-{variant}.env"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_path_on_host(cfg: StackConfig, variant: str, source: Path) -> str:
     """Installed models are named by version (by content where no version is given),
     as ``gourmetgram canary ship`` names them, so both variants may share one file."""
-    name = cfg.models[variant].version or f"sha256-{file_sha256(source)[:12]}"
+    name = cfg.models[variant].version or f"sha256-{sha256_of(source)[:12]}"
     return f"{MODELS_DIR}/food11-{name}.pt"
 
 

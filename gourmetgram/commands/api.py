@@ -77,7 +77,7 @@ def check_model(settings) -> None:
 def _check_drift_reference(path: Path, model: Path) -> None:
     """Fails before gunicorn starts; each worker checks again when it loads the model."""
     from app_api.drift import DriftReference, DriftReferenceError
-    from app_api.model import sha256_of
+    from app_api.hashing import sha256_of
 
     try:
         ref = DriftReference.load(path)
