@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import logging.handlers
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 
 import requests
 
+from app_api.hashing import sha256_of
 from gourmetgram.hostconfig import render_api_env, render_site, render_standalone
 from gourmetgram.hostlayout import HostLayout, host_layout
 from gourmetgram.stack import VARIANTS, VERSION_PATTERN, StackConfig, StackDataError
@@ -232,21 +232,33 @@ def previous_site(layout: HostLayout) -> Path:
     return layout.etc_dir / "nginx" / "gourmetgram.conf.prev"
 
 
+# Consecutive answers with the new weight that confirm a reload (see _wait_reloaded).
+CONFIRMATIONS = 10
+
+
 def _wait_reloaded(stack: StackConfig, timeout: float = RELOAD_TIMEOUT) -> None:
-    """Polls the site's internal endpoint until the live Nginx carries this weight."""
+    """Polls the site's internal endpoint until the live Nginx carries this weight.
+
+    Right after a reload the new workers answer while the old ones may still accept for
+    a moment, so one new answer is not enough: it takes ``CONFIRMATIONS`` in a row, each
+    on a new connection, before the change counts as live."""
     url = f"http://{stack.bind_address}:{stack.nginx_status_port}/gourmetgram-canary"
     want = f"canary_weight={stack.canary_weight} sticky={int(stack.sticky_canary)}"
     deadline = time.monotonic() + timeout
     seen = "no answer"
+    streak = 0
     while time.monotonic() < deadline:
         try:
-            # A new connection each time: only new workers accept after a reload.
             r = requests.get(url, timeout=2, headers={"Connection": "close"})
             seen = r.text.strip()
-            if seen == want:
-                return
         except requests.RequestException as e:
             seen = str(e)
+        if seen == want:
+            streak += 1
+            if streak >= CONFIRMATIONS:
+                return
+            continue
+        streak = 0
         time.sleep(0.05)
     raise CanaryError(
         f"Nginx did not take the new config within {timeout:.0f}s (it reports {seen!r}); "
@@ -319,14 +331,6 @@ def _restart(stack: StackConfig, layout: HostLayout, services: Services, variant
     _install_env(stack, layout, variant)
     services.restart_api(variant)
     _wait_serving(stack, variant, stack.models[variant].version)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the operations --------------------------------------------------------------------
@@ -402,8 +406,8 @@ def ship(model: Path | str, version: str, reason: str = "", layout: HostLayout |
     with _locked(layout):
         stack = load_state(layout)
         dest = layout.model_file(version)
-        digest = _sha256(model)
-        if dest.exists() and _sha256(dest) != digest:
+        digest = sha256_of(model)
+        if dest.exists() and sha256_of(dest) != digest:
             raise CanaryError(
                 f"version {version} is already installed at {dest} with other contents; "
                 "ship the new model under a new version"
