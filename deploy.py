@@ -6,26 +6,48 @@
     pyinfra inventory.py deploy.py -y --data canary_weight=10
 
 Every setting comes from group_data/all.py, the inventory's host data and ``--data``;
-it is validated first, so bad data stops the run before anything on a host changes.
-One task file per role; each operation has a name; services restart or reload only
-when their code, model or configuration changed.
+it is validated, and merged with what commands on the host changed since the last
+deploy (docs/deploy.md, "Host state"), before anything on a host changes. Each role
+folder's ``tasks.py`` has an ``apply`` that takes the host's plan (and what earlier
+roles returned); services restart or reload only when their inputs changed.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
-from pyinfra import host, local
+from pyinfra import host
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
 
-from gourmetgram.deploykit import host_config  # noqa: E402
-from gourmetgram.stack import ROLES, StackDataError  # noqa: E402
+from gourmetgram.deploy import state_ops  # noqa: E402
+from gourmetgram.deploy.plan import plan_host  # noqa: E402
+from gourmetgram.stack import StackDataError  # noqa: E402
+
+
+def role(name: str):
+    """A role folder's task file (role folders hold templates too: not packages)."""
+    spec = importlib.util.spec_from_file_location(f"gourmetgram_role_{name}", ROOT / name / "tasks.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 try:
-    cfg = host_config(host)
+    plan = plan_host(host)
 except StackDataError as e:
-    raise SystemExit(f"{host.name}: {e}; nothing was changed") from None
+    message = str(e) if "nothing was changed" in str(e) else f"{e}; nothing was changed"
+    raise SystemExit(f"{host.name}: {message}") from None
 
-for role in ROLES.__args__:
-    if role in cfg.roles:
-        local.include(f"{role}/tasks.py")
+roles = plan.deploy.roles
+state_ops.begin(plan)
+if "gpu" in roles:
+    role("gpu").apply(plan)
+restart_inputs = role("install").apply(plan).restart_inputs if "install" in roles else []
+if "systemd" in roles:
+    role("systemd").apply(plan, restart_inputs)
+for name in ("nginx", "prometheus", "grafana", "firewall"):
+    if name in roles:
+        role(name).apply(plan)
+state_ops.finish(plan)

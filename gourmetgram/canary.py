@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import requests
 
 from app_api.hashing import sha256_of
+from gourmetgram import hoststate
 from gourmetgram.hostconfig import render_api_env, render_site, render_standalone
 from gourmetgram.hostlayout import HostLayout, host_layout
 from gourmetgram.stack import VARIANTS, VERSION_PATTERN, StackConfig, StackDataError
@@ -124,15 +125,23 @@ def load_state(layout: HostLayout) -> StackConfig:
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Writes next to ``path`` (hidden name: Nginx's include * skips it) and renames."""
+    """Writes next to ``path`` (hidden name: Nginx's include * skips it) and renames. An
+    existing file keeps its mode and owner (the deploy set them; a change here must not
+    look like a change to the next deploy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, old.st_mode & 0o7777 if old else mode)
+        if old and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -141,12 +150,17 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def save_state(layout: HostLayout, stack: StackConfig) -> None:
-    _write_atomic(layout.stack_json, json.dumps(stack.template_data(), indent=2, sort_keys=True) + "\n")
+    _write_atomic(layout.stack_json, hoststate.state_json(stack))
 
 
 @contextlib.contextmanager
 def _locked(layout: HostLayout) -> Iterator[None]:
-    """One change at a time (a person and the automated analysis may both act)."""
+    """One change at a time (a person and the automated analysis may both act), and
+    none while a deploy runs (it would record the state it merged over this change)."""
+    if layout.deploy_marker.exists():
+        raise CanaryError(f"a deploy is running on this host ({layout.deploy_marker} exists): "
+                          "run this again when it has finished; if no deploy is running, remove "
+                          "that file")
     layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(layout.lock_file, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -172,16 +186,21 @@ def _record(layout: HostLayout, stack: StackConfig, action: str, reason: str, **
     write_weight_metric(layout, stack.canary_weight)
 
 
-def write_weight_metric(layout: HostLayout, weight: int) -> None:
-    """``canary_weight`` for node_exporter's textfile collector (atomic, as it requires)."""
-    text = (
+def weight_metric_text(weight: int, now: float | None = None) -> str:
+    """node_exporter textfile with ``canary_weight`` (the deploy writes the same)."""
+    return (
         "# HELP canary_weight Percent of /api/ traffic Nginx sends to the canary model API.\n"
         "# TYPE canary_weight gauge\n"
         f"canary_weight {weight}\n"
         "# HELP canary_weight_change_timestamp_seconds When the weight was last set.\n"
         "# TYPE canary_weight_change_timestamp_seconds gauge\n"
-        f"canary_weight_change_timestamp_seconds {time.time():.3f}\n"
+        f"canary_weight_change_timestamp_seconds {time.time() if now is None else now:.3f}\n"
     )
+
+
+def write_weight_metric(layout: HostLayout, weight: int) -> None:
+    """``canary_weight`` for node_exporter's textfile collector (atomic, as it requires)."""
+    text = weight_metric_text(weight)
     try:
         _write_atomic(layout.canary_prom, text)
     except OSError as e:
@@ -347,12 +366,16 @@ def status(layout: HostLayout | None = None) -> dict[str, Any]:
             "model_version": stack.models[v].version, "model_path": stack.models[v].path,
             **probe(stack, v),
         }
-    last = None
+    history = []
     if layout.history_file.exists():
-        lines = layout.history_file.read_text().splitlines()
-        last = json.loads(lines[-1]) if lines else None
+        history = [json.loads(line) for line in layout.history_file.read_text().splitlines() if line]
+    applied = None
+    if layout.last_applied.exists():
+        applied = hoststate.parse_state_file(layout.last_applied.read_text(), str(layout.last_applied))
+    sources = hoststate.provenance(applied, hoststate.flatten(stack.template_data()), history)
     return {"canary_weight": stack.canary_weight, "sticky": stack.sticky_canary,
-            "variants": variants, "last_change": last}
+            "variants": variants, "last_change": history[-1] if history else None,
+            "sources": {k: sources[k] for k in ("canary_weight", "models.production", "models.canary")}}
 
 
 def set_weight(weight: int, reason: str = "", layout: HostLayout | None = None,

@@ -16,11 +16,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gourmetgram.render import REPO_ROOT, render
+from gourmetgram.hostlayout import HostLayout, host_layout
+from gourmetgram.render import TEMPLATE_ROOT, render
 from gourmetgram.stack import StackConfig
 
-THRESHOLDS_FILE = REPO_ROOT / "prometheus" / "thresholds.yml"
-RULE_TEMPLATES = sorted((REPO_ROOT / "prometheus" / "rules").glob("*.yml.j2"))
+THRESHOLDS_FILE = TEMPLATE_ROOT / "prometheus" / "thresholds.yml"
+RULE_TEMPLATES = sorted((TEMPLATE_ROOT / "prometheus" / "rules").glob("*.yml.j2"))
 # Where the deploy puts the rendered rules and Prometheus' own config on a host.
 PROMETHEUS_CONFIG_DIR = "/etc/prometheus"
 RULES_DIR = "/etc/prometheus/rules"
@@ -86,8 +87,9 @@ def _number(v: Any) -> Any:
     return f"{v:g}" if isinstance(v, float) else v
 
 
-def _data(stack: StackConfig, **extra: Any) -> dict[str, Any]:
-    return {**stack.template_data(), **extra}
+def _data(stack: StackConfig, layout: HostLayout | None = None, **extra: Any) -> dict[str, Any]:
+    """Stack data plus the on-host paths (``layout``, one source: hostlayout)."""
+    return {**stack.template_data(), "layout": (layout or host_layout()).template_data(), **extra}
 
 
 def render_rules(stack: StackConfig, thresholds: Thresholds | None = None) -> dict[str, str]:
@@ -112,7 +114,8 @@ def render_process_exporter_config(stack: StackConfig) -> str:
     return render("prometheus/process-exporter.yml.j2", _data(stack))
 
 
-def daemon_args(stack: StackConfig, *, config_dir: str = PROMETHEUS_CONFIG_DIR,
+def daemon_args(stack: StackConfig, layout: HostLayout | None = None, *,
+                config_dir: str = PROMETHEUS_CONFIG_DIR,
                 prometheus_storage: str = PROMETHEUS_STORAGE_DIR,
                 alertmanager_storage: str = ALERTMANAGER_STORAGE_DIR,
                 ) -> dict[str, list[str]]:
@@ -120,6 +123,7 @@ def daemon_args(stack: StackConfig, *, config_dir: str = PROMETHEUS_CONFIG_DIR,
     ``/etc/default/<package>`` as ``ARGS``): listen on the bind address only, retention
     from the data, the systemd and textfile collectors on."""
     b = stack.bind_address
+    layout = layout or host_layout()
     return {
         "prometheus": [
             f"--config.file={config_dir}/prometheus.yml",
@@ -139,7 +143,7 @@ def daemon_args(stack: StackConfig, *, config_dir: str = PROMETHEUS_CONFIG_DIR,
             f"--web.listen-address={b}:{stack.node_exporter_port}",
             "--collector.systemd",
             "--collector.systemd.unit-include=" + SYSTEMD_UNITS_REGEX,
-            f"--collector.textfile.directory={stack.node_textfile_dir}",
+            f"--collector.textfile.directory={layout.textfile_dir}",
         ],
         "prometheus-process-exporter": [
             f"-web.listen-address={b}:{stack.process_exporter_port}",
@@ -167,10 +171,11 @@ def render_default_args(name: str, args: list[str]) -> str:
     return render("prometheus/daemon.default.j2", {"name": name, "args": args})
 
 
-def render_grafana(stack: StackConfig) -> dict[str, str]:
+def render_grafana(stack: StackConfig, layout: HostLayout | None = None) -> dict[str, str]:
     """Grafana file (relative to /etc/grafana) -> content."""
     data = _data(
         stack,
+        layout,
         prometheus_uid=PROMETHEUS_DATASOURCE_UID,
         alertmanager_uid=ALERTMANAGER_DATASOURCE_UID,
     )
@@ -184,11 +189,13 @@ def render_grafana(stack: StackConfig) -> dict[str, str]:
 
 
 # Which daemon reads which file: the deploy restarts or reloads only that one.
-def host_files(stack: StackConfig, thresholds: Thresholds | None = None) -> dict[str, tuple[str, str]]:
+def host_files(stack: StackConfig, thresholds: Thresholds | None = None,
+               layout: HostLayout | None = None) -> dict[str, tuple[str, str]]:
     """Every monitoring file of a host: absolute path -> (content, service that reads
     it). The deploy writes exactly these; nothing else in prometheus/ or grafana/ is
     meant to be copied as it is."""
     etc = PROMETHEUS_CONFIG_DIR
+    layout = layout or host_layout()
     out: dict[str, tuple[str, str]] = {
         f"{etc}/prometheus.yml": (render_prometheus_config(stack), "prometheus"),
         f"{etc}/alertmanager.yml": (render_alertmanager_config(stack), "prometheus-alertmanager"),
@@ -197,13 +204,14 @@ def host_files(stack: StackConfig, thresholds: Thresholds | None = None) -> dict
     }
     for name, text in render_rules(stack, thresholds).items():
         out[f"{RULES_DIR}/{name}"] = (text, "prometheus")
-    for name, args in daemon_args(stack).items():
+    for name, args in daemon_args(stack, layout).items():
         out[f"/etc/default/{name}"] = (render_default_args(name, args), name)
-    for rel, text in render_grafana(stack).items():
+    for rel, text in render_grafana(stack, layout).items():
         out[f"/etc/grafana/{rel}"] = (text, "grafana-server")
-    for path in sorted((REPO_ROOT / "grafana" / "dashboards").rglob("*.json")):
-        rel = path.relative_to(REPO_ROOT / "grafana" / "dashboards")
-        out[f"{stack.grafana_dashboards_dir}/{rel}"] = (path.read_text(), "grafana-server")
+    dashboards = TEMPLATE_ROOT / "grafana" / "dashboards"
+    for path in sorted(dashboards.rglob("*.json")):
+        out[f"{layout.grafana_dashboards_dir}/{path.relative_to(dashboards)}"] = (path.read_text(),
+                                                                                 "grafana-server")
     return out
 
 

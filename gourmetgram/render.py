@@ -16,6 +16,10 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The role folders' files: the wheel carries them as gourmetgram/roles/<role>/ (setup.py);
+# a source checkout has them at its top level.
+ROLE_FILES = Path(__file__).resolve().parent / "roles"
+TEMPLATE_ROOT = ROLE_FILES if ROLE_FILES.is_dir() else REPO_ROOT
 
 
 @lru_cache(maxsize=8)
@@ -32,4 +36,4 @@ def _environment(root: str) -> Environment:
 
 def render(template: str, data: Mapping, root: Path | None = None) -> str:
     """Renders ``template`` (a path under ``root``, e.g. ``nginx/site.conf.j2``)."""
-    return _environment(str(root or REPO_ROOT)).get_template(template).render(**data)
+    return _environment(str(root or TEMPLATE_ROOT)).get_template(template).render(**data)

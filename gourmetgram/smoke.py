@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,47 @@ def check_predict(url: str, image: bytes) -> Check:
                  f"{body.get('model_version')}")
 
 
+def requests_to_see(weight: int, miss: float = 1e-6) -> int:
+    """Requests after which a variant answering ``weight`` percent of them has been seen
+    with probability ``1 - miss`` (0 for weights 0 and 100: nothing to look for)."""
+    if weight in (0, 100):
+        return 0
+    return math.ceil(math.log(miss) / math.log(1 - min(weight, 100 - weight) / 100))
+
+
+def check_split(url: str, image: bytes, requests_n: int, weight: int | None) -> Check:
+    """``requests_n`` predictions through the public URL: every one answered, and the
+    variants that answered (X-Model-Variant). With the configured ``weight`` known (on
+    the host), both variants must show up when both have a share."""
+    target = url.rstrip("/") + "/api/predict"
+    body = {"image": base64.b64encode(image).decode()}
+    seen: dict[str, int] = {}
+    with requests.Session() as session:
+        for _ in range(requests_n):
+            session.cookies.clear()
+            try:
+                r = session.post(target, json=body, timeout=TIMEOUT, headers={"Connection": "close"})
+            except requests.RequestException as e:
+                return Check("split", False, f"POST {target} failed: {type(e).__name__}: {e}")
+            if r.status_code != 200:
+                return Check("split", False, f"POST {target} answered {r.status_code}: {r.text[:200]!r}")
+            variant = r.headers.get("x-model-variant", "?")
+            seen[variant] = seen.get(variant, 0) + 1
+    shares = ", ".join(f"{v} {n}" for v, n in sorted(seen.items()))
+    unknown = set(seen) - set(VARIANTS)
+    if unknown:
+        return Check("split", False, f"{requests_n} answers without a known X-Model-Variant: {shares}")
+    if weight is None:
+        return Check("split", True, f"{requests_n} predictions answered: {shares}")
+    expected = {v for v, share in (("canary", weight), ("production", 100 - weight)) if share}
+    missing = expected - set(seen)
+    extra = set(seen) - expected
+    ok = not missing and not extra
+    return Check("split", ok, f"{requests_n} predictions at canary weight {weight}%: {shares}"
+                 + (f"; never answered: {sorted(missing)}" if missing else "")
+                 + (f"; answered with weight 0: {sorted(extra)}" if extra else ""))
+
+
 def check_variant(name: str, api: str) -> list[Check]:
     out = []
     try:
@@ -100,10 +142,18 @@ def check_stub_status(status_url: str) -> Check:
     return Check("nginx stub_status", ok, f"GET {status_url} answered {r.status_code}")
 
 
+# Predictions the split check sends when the weight is not known (from the controller).
+UNKNOWN_WEIGHT_REQUESTS = 60
+
+
 def smoke(url: str, apis: dict[str, str], status_url: str | None = None,
-          image: bytes | None = None) -> list[Check]:
-    """All checks; ``apis`` maps variant -> its direct URL (each must be ready)."""
-    checks = [check_page(url), check_predict(url, image or default_image())]
+          image: bytes | None = None, weight: int | None = None) -> list[Check]:
+    """All checks; ``apis`` maps variant -> its direct URL (each must be ready). Only
+    the public ones (page, predict, split) when ``apis`` is empty."""
+    image = image or default_image()
+    checks = [check_page(url), check_predict(url, image)]
+    n = UNKNOWN_WEIGHT_REQUESTS if weight is None else max(requests_to_see(weight), 20)
+    checks.append(check_split(url, image, n, weight))
     for name, api in apis.items():
         checks += check_variant(name, api)
     if status_url:
@@ -111,12 +161,13 @@ def smoke(url: str, apis: dict[str, str], status_url: str | None = None,
     return checks
 
 
-def targets_from_stack(stack_json: Path) -> tuple[dict[str, str], str]:
-    """The variants' URLs and stub_status URL from the host's stack.json."""
+def targets_from_stack(stack_json: Path) -> tuple[dict[str, str], str, int]:
+    """The variants' URLs, the stub_status URL and the canary weight from the host's
+    stack.json."""
     from gourmetgram.canary import load_state
     from gourmetgram.hostlayout import host_layout
 
     layout = host_layout({"GOURMETGRAM_ETC_DIR": str(stack_json.parent)})
     stack = load_state(layout)
     apis = {v: f"http://{stack.bind_address}:{stack.api_ports[v]}" for v in VARIANTS}
-    return apis, f"http://{stack.bind_address}:{stack.nginx_status_port}/stub_status"
+    return apis, f"http://{stack.bind_address}:{stack.nginx_status_port}/stub_status", stack.canary_weight

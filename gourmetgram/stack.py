@@ -11,6 +11,7 @@ import json
 import re
 import runpy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ GROUP_DATA = REPO_ROOT / "group_data" / "all.py"
 VARIANTS = ("production", "canary")
 Port = Field(ge=1, le=65535)
 # The deploy's roles, in the order deploy.py applies them.
-ROLES = Literal["gpu", "app", "systemd", "nginx", "prometheus", "grafana", "firewall"]
+ROLES = Literal["gpu", "install", "systemd", "nginx", "prometheus", "grafana", "firewall"]
 
 
 VERSION_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$"
@@ -62,9 +63,6 @@ class StackConfig(BaseModel):
     alert_webhook_url: str
     gpu: bool
     gpu_exporter_port: int = Port
-    node_textfile_dir: str = Field(pattern=r"^/[^\s]*$")
-    grafana_admin_password_file: str = Field(pattern=r"^/[^\s]*$")
-    grafana_dashboards_dir: str = Field(pattern=r"^/[^\s]*$")
 
     @field_validator("alert_webhook_url")
     @classmethod
@@ -72,26 +70,6 @@ class StackConfig(BaseModel):
         if v and not re.fullmatch(r"https?://[^\s\"']+", v):
             raise ValueError(f"must be empty or an http(s):// URL, got {v!r}")
         return v
-
-    # Deploy-only settings (read by deploy.py; defaults here so older data still loads).
-    pip_index_url: str = ""
-    pip_extra_index_urls: list[str] = Field(default_factory=list)
-    pip_find_links: list[str] = Field(default_factory=list)
-    pip_cert: str = ""
-    torch_build: Literal["auto", "cpu", "cuda"] = "auto"
-    torch_cpu_index_url: str = "https://download.pytorch.org/whl/cpu"
-    nvidia_gpu: Literal["auto", "yes", "no"] = "auto"
-    reboot_for_driver: bool = False
-    drift_reference_images: str = ""
-    firewall: bool = False
-    install_grafana: bool = True
-    roles: list[ROLES] = Field(default_factory=lambda: list(ROLES.__args__))
-
-    @field_validator("roles", mode="before")
-    @classmethod
-    def _roles_words(cls, v):
-        """``--data roles=nginx,prometheus`` re-runs only those roles."""
-        return v.replace(",", " ").split() if isinstance(v, str) else v
 
     @field_validator("models", "api_ports", mode="before")
     @classmethod
@@ -102,35 +80,6 @@ class StackConfig(BaseModel):
                 return json.loads(v)
             except json.JSONDecodeError as e:
                 raise ValueError(f"not valid JSON: {e}") from None
-        return v
-
-    @field_validator("pip_extra_index_urls", "pip_find_links", mode="before")
-    @classmethod
-    def _split_words(cls, v):
-        """``--data pip_find_links='/a /b'`` arrives as one string."""
-        return v.split() if isinstance(v, str) else v
-
-    @field_validator("pip_index_url", "torch_cpu_index_url", "pip_extra_index_urls")
-    @classmethod
-    def _index_urls(cls, v):
-        for url in [v] if isinstance(v, str) else v:
-            if url and not url.startswith(("http://", "https://", "file://")):
-                raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
-        return v
-
-    @field_validator("pip_find_links")
-    @classmethod
-    def _find_links(cls, v):
-        for url in v:
-            if not url.startswith(("http://", "https://", "file://", "/")):
-                raise ValueError(f"{url!r} is neither a URL nor an absolute path")
-        return v
-
-    @field_validator("pip_cert")
-    @classmethod
-    def _cert(cls, v):
-        if v and not v.startswith("/"):
-            raise ValueError(f"{v!r}: give the CA bundle's absolute path on the target")
         return v
 
     @field_validator("bind_address")
@@ -171,6 +120,78 @@ class StackConfig(BaseModel):
         return self.model_dump()
 
 
+class DeploySettings(BaseModel):
+    """Inventory data only the deploy reads (pip sources, torch build, roles, firewall):
+    kept apart from :class:`StackConfig`, which is the runtime state written to the host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pip_index_url: str = ""
+    pip_extra_index_urls: list[str] = Field(default_factory=list)
+    pip_find_links: list[str] = Field(default_factory=list)
+    pip_cert: str = ""
+    torch_build: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_cpu_index_url: str = "https://download.pytorch.org/whl/cpu"
+    nvidia_gpu: Literal["auto", "yes", "no"] = "auto"
+    reboot_for_driver: bool = False
+    drift_reference_images: str = ""
+    firewall: bool = False
+    install_grafana: bool = True
+    roles: list[ROLES] = Field(default_factory=lambda: list(ROLES.__args__))
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_words(cls, v):
+        """``--data roles=nginx,prometheus`` re-runs only those roles."""
+        return v.replace(",", " ").split() if isinstance(v, str) else v
+
+    @field_validator("pip_extra_index_urls", "pip_find_links", mode="before")
+    @classmethod
+    def _split_words(cls, v):
+        """``--data pip_find_links='/a /b'`` arrives as one string."""
+        return v.split() if isinstance(v, str) else v
+
+    @field_validator("pip_index_url", "torch_cpu_index_url", "pip_extra_index_urls")
+    @classmethod
+    def _index_urls(cls, v):
+        for url in [v] if isinstance(v, str) else v:
+            if url and not url.startswith(("http://", "https://", "file://")):
+                raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
+        return v
+
+    @field_validator("pip_find_links")
+    @classmethod
+    def _find_links(cls, v):
+        for url in v:
+            if not url.startswith(("http://", "https://", "file://", "/")):
+                raise ValueError(f"{url!r} is neither a URL nor an absolute path")
+        return v
+
+    @field_validator("pip_cert")
+    @classmethod
+    def _cert(cls, v):
+        if v and not v.startswith("/"):
+            raise ValueError(f"{v!r}: give the CA bundle's absolute path on the target")
+        return v
+
+    # Keys whose host value the deploy may overwrite although it was changed on the host
+    # since the last deploy (``--data overwrite_host=canary_weight``), see hoststate.
+    overwrite_host: list[str] = Field(default_factory=list)
+
+    @field_validator("overwrite_host", mode="before")
+    @classmethod
+    def _overwrite_words(cls, v):
+        return v.replace(",", " ").split() if isinstance(v, str) else v
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """One host's validated inventory data: runtime state and deploy settings."""
+
+    stack: StackConfig
+    deploy: DeploySettings
+
+
 class StackDataError(ValueError):
     """Bad inventory data; the message names the key."""
 
@@ -183,17 +204,32 @@ def defaults() -> dict[str, Any]:
     }
 
 
-def load_stack(overrides: Mapping[str, Any] | None = None, base: Path | None = None) -> StackConfig:
+def _validate(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        where = f" {key}" if key else ""
+        raise StackDataError(f"inventory data{where}: {first['msg']}") from None
+
+
+def load_inventory(overrides: Mapping[str, Any] | None = None, base: Path | None = None) -> Inventory:
+    """group_data (or ``base``) plus ``overrides``, split into runtime state and deploy
+    settings; a key neither knows is refused by name."""
     data = defaults() if base is None else {
         k: v for k, v in runpy.run_path(str(base)).items() if not k.startswith("_")
     }
     data.update(overrides or {})
-    try:
-        return StackConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise StackDataError(f"inventory data {key}: unknown key (a typo?)") from None
-        where = f" {key}" if key else ""
-        raise StackDataError(f"inventory data{where}: {first['msg']}") from None
+    deploy_keys = set(DeploySettings.model_fields)
+    for key in data:
+        if key not in deploy_keys and key not in StackConfig.model_fields:
+            raise StackDataError(f"inventory data {key}: unknown key (a typo?)")
+    stack = _validate(StackConfig, {k: v for k, v in data.items() if k not in deploy_keys})
+    deploy = _validate(DeploySettings, {k: v for k, v in data.items() if k in deploy_keys})
+    return Inventory(stack, deploy)
+
+
+def load_stack(overrides: Mapping[str, Any] | None = None, base: Path | None = None) -> StackConfig:
+    """The runtime part of :func:`load_inventory`."""
+    return load_inventory(overrides, base).stack

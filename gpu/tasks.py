@@ -1,25 +1,28 @@
 """GPU role: the NVIDIA driver where an NVIDIA GPU is found (or ``nvidia_gpu='yes'``).
 
-The decision is :func:`gourmetgram.deploykit.plan_gpu` (tested without a host); the
-torch build that goes with it is installed by the app role.
+The decision is :func:`gourmetgram.deploy.gpu.plan_gpu` (tested without a host); the
+torch build that goes with it is installed by the install role.
 """
+
+from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra import host, logger
+from pyinfra import logger
 from pyinfra.operations import apt, files, server
 
-from gourmetgram.deploykit import host_config, host_gpu_plan
+from gourmetgram.deploy.plan import HostPlan
 
-cfg = host_config(host)
-plan = host_gpu_plan(host)
-logger.info(f"{host.name}: torch {plan.torch_build} build ({plan.reason})")
 
-if plan.install_driver:
-    if plan.driver_packages == ("ubuntu-drivers-common",):
+def apply(plan: HostPlan) -> None:
+    gpu = plan.gpu
+    logger.info(f"{plan.name}: torch {gpu.torch_build} build ({gpu.reason})")
+    if not gpu.install_driver:
+        return
+    if gpu.driver_packages == ("ubuntu-drivers-common",):
         apt.packages(
             name="Install ubuntu-drivers (picks the recommended NVIDIA server driver)",
-            packages=list(plan.driver_packages),
+            packages=list(gpu.driver_packages),
             update=True,
             cache_time=3600,
         )
@@ -38,14 +41,14 @@ if plan.install_driver:
         )
         apt.packages(
             name="Install the NVIDIA driver (Debian non-free nvidia-driver)",
-            packages=list(plan.driver_packages),
+            packages=list(gpu.driver_packages),
             update=True,
             extra_install_args="--no-install-recommends",
         )
-    if cfg.reboot_for_driver:
+    if plan.deploy.reboot_for_driver:
         server.reboot(name="Reboot to load the NVIDIA driver", delay=10, reboot_timeout=600)
     else:
         logger.warning(
-            f"{host.name}: the NVIDIA driver is installed but not loaded: reboot the host "
+            f"{plan.name}: the NVIDIA driver is installed but not loaded: reboot the host "
             "(or set reboot_for_driver=True) and run the deploy again; the API uses the CPU until then"
         )

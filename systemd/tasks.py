@@ -1,78 +1,50 @@
 """systemd role: the API instances (``food11-api@production``, ``food11-api@canary``,
-one template unit) and the web app, rendered from this folder's unit templates;
-enabled, started, and restarted only when their unit, settings, code or model changed.
-The canary controller's unit and settings are installed too, but it stays off until a
-person starts it for a rollout (``systemctl start gourmetgram-canary-controller``)."""
+one template unit), the web app and the canary controller's unit and settings, rendered
+from this folder's templates; enabled, started, and restarted only when their unit,
+settings, code or model changed. The controller stays off until a person starts it for a
+rollout (``systemctl start gourmetgram-canary-controller``)."""
 
-from io import StringIO
+from __future__ import annotations
 
-from pyinfra import host, logger
-from pyinfra.operations import files, systemd
+from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram import deploykit as dk
+from gourmetgram import hostconfig
+from gourmetgram.deploy.ops import put_text
+from gourmetgram.deploy.plan import HostPlan
 
-stack = dk.host_stack_for(host)
-plan = dk.host_gpu_plan(host)
-hostconfig, layout = dk.canary_routing()
 
-if hostconfig is not None:
-    units = hostconfig.render_units(stack, layout)
-    envs = {v: hostconfig.render_api_env(stack, layout, v) for v in stack.models}
-else:
-    logger.warning(f"{host.name}: canary-routing's unit templates (systemd/*.j2) are not in this "
-                   "checkout: installing the deploy's fallback API unit, no web unit")
-    units = {"food11-api@.service": dk.fallback_api_unit()}
-    envs = {v: dk.api_env(stack, v, "cpu" if plan.torch_build == "cpu" else "auto")
-            for v in stack.models}
-web_ok = "gourmetgram-web.service" in units and (dk.REPO_ROOT / "app_web").is_dir()
-if not web_ok:
-    units.pop("gourmetgram-web.service", None)
-    logger.warning(f"{host.name}: app_web/ is not in this checkout: skipping gourmetgram-web")
+def apply(plan: HostPlan, restart_inputs: list) -> None:
+    stack, layout = plan.stack, plan.layout
+    unit_ops = [
+        put_text(f"Install the unit {name}", text, f"/etc/systemd/system/{name}", mode="644")
+        for name, text in hostconfig.render_units(stack, layout).items()
+    ]
+    env_ops = {
+        v: put_text(f"Write the {v} API settings ({layout.env_file(v)})",
+                    hostconfig.render_api_env(stack, layout, v), str(layout.env_file(v)),
+                    user="root", group=layout.service_user, mode="640")
+        for v in stack.models
+    }
+    put_text(f"Write the canary controller's settings ({layout.etc_dir}/canary-analysis.env)",
+             hostconfig.render_canary_analysis_env(stack, layout), f"{layout.etc_dir}/canary-analysis.env",
+             user="root", group="root", mode="640")
+    systemd.daemon_reload(name="Reload systemd (unit files changed)", _if=any_changed(*unit_ops))
 
-unit_ops = [
-    files.put(name=f"Install the unit {name}", src=StringIO(text),
-              dest=f"/etc/systemd/system/{name}", mode="644")
-    for name, text in units.items()
-]
-env_ops = {
-    v: files.put(
-        name=f"Write the {v} API settings ({dk.env_file(v)})",
-        src=StringIO(text),
-        dest=dk.env_file(v),
-        user="root",
-        group=dk.SERVICE_USER,
-        mode="640",
-    )
-    for v, text in envs.items()
-}
-if hostconfig is not None:
-    files.put(
-        name=f"Write the canary controller's settings ({layout.etc_dir}/canary-analysis.env)",
-        src=StringIO(hostconfig.render_canary_analysis_env(stack, layout)),
-        dest=f"{layout.etc_dir}/canary-analysis.env",
-        user="root",
-        group="root",
-        mode="640",
-    )
-systemd.daemon_reload(name="Reload systemd (unit files changed)", _if=any_changed(*unit_ops))
-
-inputs = dk.API_INPUTS.get(host.name, [])
-for variant in stack.models:
-    unit = f"food11-api@{variant}"
-    systemd.service(
-        name=f"Restart {unit} (its unit, settings, code or model changed)",
-        service=unit,
-        restarted=True,
-        _if=any_changed(*unit_ops, env_ops[variant], *inputs),
-    )
-    systemd.service(name=f"Enable and start {unit}", service=unit, running=True, enabled=True)
-if web_ok:
+    for variant in stack.models:
+        unit = f"food11-api@{variant}"
+        systemd.service(
+            name=f"Restart {unit} (its unit, settings, code or model changed)",
+            service=unit,
+            restarted=True,
+            _if=any_changed(*unit_ops, env_ops[variant], *restart_inputs),
+        )
+        systemd.service(name=f"Enable and start {unit}", service=unit, running=True, enabled=True)
     systemd.service(
         name="Restart gourmetgram-web (its unit or code changed)",
         service="gourmetgram-web",
         restarted=True,
-        _if=any_changed(*unit_ops, *inputs),
+        _if=any_changed(*unit_ops, *restart_inputs),
     )
     systemd.service(name="Enable and start gourmetgram-web", service="gourmetgram-web",
                     running=True, enabled=True)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from gourmetgram import monitoring
 from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.hostlayout import HostLayout
 from gourmetgram.rollout import AnalysisMetrics, Controller
 from gourmetgram.stack import StackConfig, load_stack
 from tests.images import b64, encode, textured
@@ -229,7 +230,6 @@ class MonitoringStack:
             "api_ports": {"production": free_port(), "canary": free_port()},
             "scrape_interval": "1s",
             "alert_webhook_url": self.receiver.url,
-            "node_textfile_dir": str(self.textfile_dir),
         })
         self.prometheus_url = f"http://127.0.0.1:{self.stack.prometheus_port}"
         self.alertmanager_url = f"http://127.0.0.1:{self.stack.alertmanager_port}"
@@ -273,7 +273,8 @@ class MonitoringStack:
         (self.textfile_dir / "gourmetgram_canary.prom").write_text(
             "# TYPE canary_weight gauge\ncanary_weight 0\n")
         args = monitoring.daemon_args(
-            s, config_dir=str(conf), prometheus_storage=str(tmp / "tsdb"),
+            s, HostLayout(textfile_dir=self.textfile_dir), config_dir=str(conf),
+            prometheus_storage=str(tmp / "tsdb"),
             alertmanager_storage=str(tmp / "am"))
 
         api_args = self._drift_args()

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gourmetgram.commands.options import settings_from_options
 from gourmetgram.errors import UsageError
 
 # Opt-in (GOURMETGRAM_MALLOC_TUNING=1): glibc keeps freed activation buffers instead of
@@ -34,22 +35,11 @@ OPTION_ENV = (
 
 def settings_from_args(args: argparse.Namespace):
     """Options override the environment; the result is validated as one object."""
-    from pydantic import ValidationError
-
     from app_api.settings import ApiSettings
 
-    for opt, env in OPTION_ENV:
-        value = getattr(args, opt, None)
-        if value is not None:
-            os.environ[env] = str(value)
     if getattr(args, "allow_pickle", False):
         os.environ["FOOD11_ALLOW_PICKLE"] = "1"
-    try:
-        settings = ApiSettings()
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise UsageError(f"bad setting {where}: {err['msg']}") from None
+    settings = settings_from_options(args, OPTION_ENV, ApiSettings)
     if settings.model is not None and not settings.model.is_file():
         raise UsageError(f"model file {settings.model} does not exist")
     if settings.drift_reference is not None and not settings.drift_reference.is_file():

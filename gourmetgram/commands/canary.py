@@ -49,6 +49,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if st["last_change"]:
             last = st["last_change"]
             print(f"last change: {last['action']} ({last.get('reason') or '-'})")
+        print("where each value came from:")
+        for key, source in st["sources"].items():
+            print(f"  {key:<18} {source}")
     bad = [n for n, v in st["variants"].items() if not v["ready"]]
     return 1 if bad else 0
 

@@ -23,6 +23,7 @@ def _api(text: str) -> tuple[str, str]:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
+    from gourmetgram.canary import CanaryError
     from gourmetgram.hostlayout import host_layout
     from gourmetgram.smoke import smoke, targets_from_stack
 
@@ -30,22 +31,27 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         raise UsageError(f"--url {args.url!r} is not an http(s) URL")
     apis = dict(args.api or [])
     status_url = args.status_url
-    if not apis:
-        stack_json = Path(args.stack) if args.stack else host_layout().stack_json
-        if not stack_json.exists():
-            raise UsageError(f"no --api given and {stack_json} does not exist")
+    weight = None
+    stack_json = Path(args.stack) if args.stack else host_layout().stack_json
+    if args.stack and not stack_json.exists():
+        raise UsageError(f"--stack {stack_json} does not exist")
+    if stack_json.exists():
         try:
-            apis, default_status = targets_from_stack(stack_json)
-        except Exception as e:  # noqa: BLE001 - any unreadable stack data is a usage problem
+            found, default_status, weight = targets_from_stack(stack_json)
+        except CanaryError as e:
             raise UsageError(str(e)) from None
+        apis = apis or found
         status_url = status_url or default_status
+    elif not apis:
+        print(f"skipped: the model APIs' /readyz and /metrics and Nginx's stub_status (internal: no "
+              f"{stack_json} here; run on the host or pass --api VARIANT=URL)")
     image = None
     if args.image:
         try:
             image = Path(args.image).read_bytes()
         except OSError as e:
             raise UsageError(f"--image: {e}") from None
-    checks = smoke(args.url, apis, status_url, image)
+    checks = smoke(args.url, apis, status_url, image, weight)
     for c in checks:
         print(c.line(), file=sys.stdout if c.ok else sys.stderr)
     failed = [c for c in checks if not c.ok]
@@ -76,7 +82,8 @@ def register(sub) -> None:
                        description="One line per check; exit 1 if any fails. See docs/canary.md.")
     s.add_argument("--url", required=True, help="the stack's public URL, e.g. http://127.0.0.1")
     s.add_argument("--api", action="append", type=_api, metavar="VARIANT=URL",
-                   help="a model API to check directly (repeat; default: both, from stack.json)")
+                   help="a model API to check directly (repeat; default: both, from the host's stack.json; "
+                   "without either only the public checks run)")
     s.add_argument("--status-url", help="Nginx stub_status URL (default: from stack.json)")
     s.add_argument("--stack", help="stack.json to read the default targets from")
     s.add_argument("--image", help="photo to classify (default: a generated JPEG)")

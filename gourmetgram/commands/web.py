@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gourmetgram.commands.options import settings_from_options
 from gourmetgram.errors import UsageError
 
 OPTION_ENV = (
@@ -23,20 +24,9 @@ OPTION_ENV = (
 
 def settings_from_args(args: argparse.Namespace):
     """Options override the environment; the result is validated as one object."""
-    from pydantic import ValidationError
-
     from app_web.settings import WebSettings
 
-    for opt, env in OPTION_ENV:
-        value = getattr(args, opt, None)
-        if value is not None:
-            os.environ[env] = str(value)
-    try:
-        settings = WebSettings()
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise UsageError(f"bad setting {where}: {err['msg']}") from None
+    settings = settings_from_options(args, OPTION_ENV, WebSettings)
     if not settings.test_image.is_file():
         raise UsageError(f"test image {settings.test_image} does not exist")
     return settings

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram import deploykit as dk
+from gourmetgram.deploy.plan import inventory_from_host_data
 from gourmetgram.stack import StackDataError, load_stack
 from tests.procs import REPO_ROOT, child_env
 
@@ -33,36 +33,39 @@ def _data(**kw):
     ("bind_address", "0.0.0.0", "bind_address"),
     ("roles", ["nginx", "docker"], "roles"),
     ("api_ports", {"production": 8000}, "api_ports"),
+    ("overwrite_host", ["canary_wieght"], "overwrite_host: unknown keys"),
+    ("node_textfile_dir", "/x", "node_textfile_dir: unknown key"),
 ])
 def test_bad_values_are_refused(key, value, message):
     with pytest.raises(StackDataError, match=message):
-        dk.stack_from_host_data(_data(**{key: value}))
+        inventory_from_host_data(_data(**{key: value}))
 
 
 def test_missing_model_file_is_refused(tmp_path):
     models = {"production": {"path": str(tmp_path / "nope.pth"), "version": "v1"},
               "canary": {"path": "", "version": ""}}
     with pytest.raises(StackDataError, match="models.production.path: no model file"):
-        dk.stack_from_host_data(_data(models=models))
+        inventory_from_host_data(_data(models=models))
 
 
 def test_missing_drift_folder_is_refused(tmp_path):
     with pytest.raises(StackDataError, match="drift_reference_images"):
-        dk.stack_from_host_data(_data(drift_reference_images=str(tmp_path / "none")))
-    cfg = dk.stack_from_host_data(_data(drift_reference_images="https://example.org/food11.zip"))
-    assert cfg.drift_reference_images.startswith("https://")
+        inventory_from_host_data(_data(drift_reference_images=str(tmp_path / "none")))
+    cfg = inventory_from_host_data(_data(drift_reference_images="https://example.org/food11.zip"))
+    assert cfg.deploy.drift_reference_images.startswith("https://")
 
 
 def test_connector_data_is_not_stack_data():
-    cfg = dk.stack_from_host_data(_data(ssh_port=2222, ssh_user="cc", _sudo=True,
+    cfg = inventory_from_host_data(_data(ssh_port=2222, ssh_user="cc", _sudo=True,
                                         gourmetgram_local_target="local"))
-    assert cfg.canary_weight == 0
+    assert cfg.stack.canary_weight == 0
 
 
 def test_command_line_strings_are_parsed():
-    cfg = dk.stack_from_host_data(_data(canary_weight="25", roles="nginx,prometheus",
+    cfg = inventory_from_host_data(_data(canary_weight="25", roles="nginx,prometheus",
                                         pip_find_links="/a /b"))
-    assert (cfg.canary_weight, cfg.roles, cfg.pip_find_links) == (25, ["nginx", "prometheus"], ["/a", "/b"])
+    assert (cfg.stack.canary_weight, cfg.deploy.roles, cfg.deploy.pip_find_links) == (
+        25, ["nginx", "prometheus"], ["/a", "/b"])
 
 
 @pytest.mark.parametrize("arg, message", [

@@ -11,13 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram.deploykit import GpuFacts, parse_pci, pip_options, plan_gpu
-from gourmetgram.stack import StackDataError, load_stack
+from gourmetgram.deploy.gpu import GpuFacts, parse_pci, plan_gpu
+from gourmetgram.deploy.python_env import pip_options
+from gourmetgram.stack import StackDataError, load_inventory
 from tests.procs import REPO_ROOT, child_env
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 GPU = ("0000:00:05.0",)
 DEBIAN_DRIVER = ("nvidia-driver", "firmware-misc-nonfree", "linux-headers-amd64")
+
+
+def _settings(**kw):
+    return load_inventory(kw).deploy
 
 
 def test_parse_pci_finds_only_nvidia_display_devices():
@@ -45,7 +50,7 @@ REAL_H200 = """0000:00:00.0 0x8086 0x060000
 def test_real_gpu_host_gets_cuda_torch_and_keeps_its_driver():
     devices = parse_pci(REAL_H200)
     assert devices == ("0000:00:06.0",)
-    plan = plan_gpu(load_stack(), GpuFacts(devices, True, "ubuntu"))
+    plan = plan_gpu(_settings(), GpuFacts(devices, True, "ubuntu"))
     assert (plan.torch_build, plan.install_driver) == ("cuda", False)
 
 
@@ -58,24 +63,24 @@ def test_real_gpu_host_gets_cuda_torch_and_keeps_its_driver():
     ("yes", (), False, "debian", "cuda", DEBIAN_DRIVER),
 ])
 def test_plan(setting, devices, loaded, distro, build, driver):
-    plan = plan_gpu(load_stack({"nvidia_gpu": setting}), GpuFacts(devices, loaded, distro))
+    plan = plan_gpu(_settings(nvidia_gpu=setting), GpuFacts(devices, loaded, distro))
     assert plan.torch_build == build
     assert plan.install_driver == bool(driver)
     assert plan.driver_packages == driver
 
 
 def test_torch_build_override_and_unknown_distro():
-    cfg = load_stack({"torch_build": "cpu"})
+    cfg = _settings(torch_build="cpu")
     assert plan_gpu(cfg, GpuFacts(GPU, True, "ubuntu")).torch_build == "cpu"
     with pytest.raises(StackDataError, match="unsupported distribution"):
-        plan_gpu(load_stack(), GpuFacts(GPU, False, "fedora"))
+        plan_gpu(_settings(), GpuFacts(GPU, False, "fedora"))
 
 
 def test_cpu_torch_comes_from_the_cpu_index_only():
-    cfg = load_stack({"pip_extra_index_urls": ["https://mirror.example/simple"], "pip_cert": "/ca.pem"})
+    cfg = _settings(pip_extra_index_urls=["https://mirror.example/simple"], pip_cert="/ca.pem")
     assert pip_options(cfg, "cpu") == ["--cert", "/ca.pem", "--index-url", "https://download.pytorch.org/whl/cpu"]
     assert pip_options(cfg, "cuda") == ["--cert", "/ca.pem", "--extra-index-url", "https://mirror.example/simple"]
-    no_cpu_index = load_stack({"torch_cpu_index_url": ""})
+    no_cpu_index = _settings(torch_cpu_index_url="")
     assert pip_options(no_cpu_index, "cpu") == []
 
 
@@ -86,7 +91,7 @@ def _dry_run(tmp_path: Path, gpu: bool) -> str:
     (dev / "vendor").write_text("0x10de\n" if gpu else "0x1af4\n")
     (dev / "class").write_text("0x030200\n" if gpu else "0x020000\n")
     res = subprocess.run(
-        [PYINFRA, "@local", "deploy.py", "--dry", "--data", "roles=gpu,app",
+        [PYINFRA, "@local", "deploy.py", "--dry", "--data", "roles=gpu,install",
          "--data", "torch_cpu_index_url=https://download.pytorch.org/whl/cpu"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
         env=child_env(GOURMETGRAM_SYSFS=str(sysfs)),

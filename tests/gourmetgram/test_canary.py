@@ -144,9 +144,27 @@ def test_ship_refuses_a_file_the_api_cannot_serve(stack, tmp_path):
 
 
 def test_smoke_passes_against_the_stack(stack):
+    stack.set_weight(30)
     out = gg(stack, "smoke", "--url", stack.url, "--stack", str(stack.layout.stack_json))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("ok  ") == 7 and "7/7 checks passed" in out.stdout
+    assert out.stdout.count("ok  ") == 8 and "8/8 checks passed" in out.stdout
+    split = next(line for line in out.stdout.splitlines() if line.startswith("ok   split"))
+    # 39 requests at 30 %: each variant is missed with probability below 1e-6.
+    assert "39 predictions at canary weight 30%" in split and "canary" in split and "production" in split
+
+
+def test_smoke_with_only_the_public_url(stack, tmp_path):
+    """From the controller: no stack.json, no --api: the public checks, the split as
+    seen, and a line naming the internal checks it skipped."""
+    stack.set_weight(50)
+    env = {**stack.cli_env(), "GOURMETGRAM_ETC_DIR": str(tmp_path / "no-etc")}
+    out = subprocess.run([sys.executable, "-m", "gourmetgram", "smoke", "--url", stack.url],
+                         capture_output=True, text=True, env=child_env(**env), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "skipped: the model APIs' /readyz and /metrics and Nginx's stub_status" in out.stdout
+    assert "3/3 checks passed" in out.stdout
+    split = next(line for line in out.stdout.splitlines() if line.startswith("ok   split"))
+    assert "60 predictions answered: canary" in split and "production" in split
 
 
 def test_smoke_fails_clearly_against_a_broken_stack(stack):
@@ -158,7 +176,8 @@ def test_smoke_fails_clearly_against_a_broken_stack(stack):
     assert len(fails) == 2 and all("canary" in line for line in fails), out.stderr
     out = gg(stack, "smoke", "--url", dead, "--api", f"production={stack.apis['production'].url}")
     assert out.returncode == 1
-    assert [line.split(":")[0] for line in out.stderr.splitlines()] == ["FAIL page", "FAIL predict"]
+    assert [line.split(":")[0] for line in out.stderr.splitlines()] == ["FAIL page", "FAIL predict",
+                                                                        "FAIL split"]
 
 
 def test_smoke_script_with_curl(stack):

@@ -7,7 +7,6 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from gourmetgram import canary
 from gourmetgram.hostconfig import render_api_env, render_site, render_units
 from gourmetgram.hostlayout import HostLayout, host_layout
 from gourmetgram.stack import StackDataError, load_stack
+from tests.golden import check_golden
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 HOST = HostLayout()  # the real on-host paths, not the environment's
@@ -50,13 +50,7 @@ def renders() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", sorted(renders()))
 def test_golden(name):
-    text = renders()[name]
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text()
+    check_golden(GOLDEN / name, renders()[name])
 
 
 @needs_nginx

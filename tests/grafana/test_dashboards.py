@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gourmetgram import dashboards, monitoring
+from gourmetgram.hostlayout import HostLayout
 from gourmetgram.render import REPO_ROOT
 from gourmetgram.stack import load_stack
 
@@ -40,7 +41,7 @@ def by_title() -> dict[str, dict]:
 
 
 def provisioned(dashboards_dir: str = "/var/lib/grafana/dashboards/gourmetgram") -> dict:
-    return monitoring.render_grafana(load_stack({"grafana_dashboards_dir": dashboards_dir}))
+    return monitoring.render_grafana(load_stack(), HostLayout(grafana_dashboards_dir=Path(dashboards_dir)))
 
 
 def test_committed_json_is_what_the_builder_makes():
@@ -204,8 +205,7 @@ def test_datasources_have_fixed_uids_and_local_urls():
 
 
 def test_grafana_settings_are_safe():
-    stack = load_stack({"bind_address": "127.0.0.5", "grafana_port": 3300,
-                        "grafana_admin_password_file": "/etc/gg/secret"})
+    stack = load_stack({"bind_address": "127.0.0.5", "grafana_port": 3300})
     ini = configparser.ConfigParser(interpolation=None)
     ini.read_string(monitoring.render_grafana(stack)["grafana.ini"])
     assert ini["server"]["http_addr"] == "127.0.0.5"
@@ -214,11 +214,6 @@ def test_grafana_settings_are_safe():
     assert ini["server"]["serve_from_sub_path"] == "true"
     # The password reaches Grafana only as a systemd credential from the root-only file.
     assert "admin_password" not in ini["security"]
-    from gourmetgram.deploykit import grafana_dropin
-
-    dropin = grafana_dropin(stack, "/etc/gg/secret")
-    assert "LoadCredential=admin_password:/etc/gg/secret" in dropin
-    assert "GF_SECURITY_ADMIN_PASSWORD__FILE=%d/admin_password" in dropin
     assert ini["auth.anonymous"]["enabled"] == "false"
     assert ini["users"]["allow_sign_up"] == "false"
 
