@@ -9,12 +9,12 @@ export PYTHONPATH := $(CURDIR)
 
 # The local default target: a Debian 12 systemd container on 127.0.0.2 (docs/deploy.md).
 up: deps venv
-	$(BIN)/python -m gourmetgram.nspawn up
+	$(BIN)/python -m gourmetgram.deploy.nspawn up
 	GOURMETGRAM_LOCAL_NAME=local $(BIN)/pyinfra -y inventory.py deploy.py $(DEPLOY_ARGS)
-	$(BIN)/python -m gourmetgram.nspawn report
+	$(BIN)/python -m gourmetgram.deploy.nspawn report
 
 down:
-	$(BIN)/python -m gourmetgram.nspawn down
+	$(BIN)/python -m gourmetgram.deploy.nspawn down
 
 venv: $(VENV)/.installed
 

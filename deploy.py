@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from gourmetgram.deploy import state_ops  # noqa: E402
 from gourmetgram.deploy.plan import plan_host  # noqa: E402
-from gourmetgram.stack import StackDataError  # noqa: E402
+from gourmetgram.host.stack import StackDataError  # noqa: E402
 
 
 def role(name: str):

@@ -1,5 +1,5 @@
 """The local default target: the Debian 12 systemd container that ``make up`` boots
-(``python -m gourmetgram.nspawn up``). For a real VM see examples/inventory_vm.py.
+(``python -m gourmetgram.deploy.nspawn up``). For a real VM see examples/inventory_vm.py.
 
 Its settings: every service on the container's own loopback address (127.0.0.2 unless
 ``GOURMETGRAM_LOCAL_NAME``/``GOURMETGRAM_VAR`` pick another machine), the controller's
@@ -11,12 +11,12 @@ controller's network), and Grafana skipped unless ``GOURMETGRAM_LOCAL_GRAFANA=1`
 import json
 import os
 
-from gourmetgram.nspawn import Machine
+from gourmetgram.deploy.nspawn import Machine
 
 _machine = Machine(os.environ.get("GOURMETGRAM_LOCAL_NAME", "local"))
 if not _machine.target_file.exists():
     raise SystemExit(f"no local target at {_machine.target_file}: run `make up` "
-                     "(or python -m gourmetgram.nspawn up) first")
+                     "(or python -m gourmetgram.deploy.nspawn up) first")
 _t = json.loads(_machine.target_file.read_text())
 
 local_target = [(_t["address"], {

@@ -1,5 +1,5 @@
 """The role folders' templates and monitoring files ride in the wheel as
-gourmetgram/roles/<role>/ (gourmetgram.render finds them there on a host); their
+gourmetgram/roles/<role>/ (gourmetgram.host.render finds them there on a host); their
 pyinfra task files stay on the controller."""
 
 import shutil

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from gourmetgram.stack import VARIANTS
+from gourmetgram.host.stack import VARIANTS
 
 TIMEOUT = 30.0
 
@@ -164,8 +164,8 @@ def smoke(url: str, apis: dict[str, str], status_url: str | None = None,
 def targets_from_stack(stack_json: Path) -> tuple[dict[str, str], str, int]:
     """The variants' URLs, the stub_status URL and the canary weight from the host's
     stack.json."""
-    from gourmetgram.canary import load_state
-    from gourmetgram.hostlayout import host_layout
+    from gourmetgram.canary.routing import load_state
+    from gourmetgram.host.layout import host_layout
 
     layout = host_layout({"GOURMETGRAM_ETC_DIR": str(stack_json.parent)})
     stack = load_state(layout)

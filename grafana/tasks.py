@@ -15,10 +15,11 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram import hostconfig, monitoring
 from gourmetgram.deploy.ops import install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
-from gourmetgram.render import render
+from gourmetgram.host import configs as hostconfig
+from gourmetgram.host.render import render
+from gourmetgram.monitoring import config as monitoring
 
 REPOSITORY = "https://apt.grafana.com"
 DROPIN = "/etc/systemd/system/grafana-server.service.d/gourmetgram.conf"

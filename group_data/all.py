@@ -1,7 +1,7 @@
 """Inventory data for every host: the one source every config is rendered from.
 
 pyinfra loads this for all hosts; ``--data key=value`` or host data override it
-(e.g. ``--data canary_weight=10``). ``gourmetgram.stack.StackConfig`` validates it
+(e.g. ``--data canary_weight=10``). ``gourmetgram.host.stack.StackConfig`` validates it
 (unknown keys and bad values are refused before anything on the host changes).
 """
 

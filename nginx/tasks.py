@@ -11,10 +11,10 @@ from pathlib import Path
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram import hostconfig
-from gourmetgram.canary import weight_metric_text
+from gourmetgram.canary.routing import weight_metric_text
 from gourmetgram.deploy.ops import install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
+from gourmetgram.host import configs as hostconfig
 
 HARDENING = Path(__file__).with_name("hardening.conf")
 

@@ -1,7 +1,7 @@
 """Prometheus role: Prometheus, Alertmanager and the node, process and Nginx exporters
 from the distribution, each listening on the bind address only (set in /etc/default
 before the first start), configured from this folder's templates, checked with promtool,
-and reloaded only when their configuration changed (``gourmetgram.monitoring.host_files``
+and reloaded only when their configuration changed (``gourmetgram.monitoring.config.host_files``
 says which daemon reads which file)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram import monitoring
 from gourmetgram.deploy.ops import install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
+from gourmetgram.monitoring import config as monitoring
 
 PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
             "prometheus-process-exporter", "prometheus-nginx-exporter")

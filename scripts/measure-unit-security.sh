@@ -24,9 +24,9 @@ report="$ROOT/root/security.txt"
 for device in auto cpu; do
   PYTHONPATH=$REPO "$PY" - "$ROOT/etc/systemd/system" "$device" <<'PY'
 import sys
-from gourmetgram.hostconfig import render_units
-from gourmetgram.hostlayout import host_layout
-from gourmetgram.stack import load_stack
+from gourmetgram.host.configs import render_units
+from gourmetgram.host.layout import host_layout
+from gourmetgram.host.stack import load_stack
 for name, text in render_units(load_stack({"api_device": sys.argv[2]}), host_layout({})).items():
     open(f"{sys.argv[1]}/{name}", "w").write(text)
 PY

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram import hostconfig
 from gourmetgram.deploy.ops import put_text
 from gourmetgram.deploy.plan import HostPlan
+from gourmetgram.host import configs as hostconfig
 
 
 def apply(plan: HostPlan, restart_inputs: list) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import requests
 
-from gourmetgram import canary
-from gourmetgram.hostconfig import render_standalone
-from gourmetgram.hostlayout import HostLayout, host_layout
-from gourmetgram.stack import VARIANTS, StackConfig, load_stack
+from gourmetgram.canary import routing as canary
+from gourmetgram.host.configs import render_standalone
+from gourmetgram.host.layout import HostLayout, host_layout
+from gourmetgram.host.stack import VARIANTS, StackConfig, load_stack
 from tests.images import photo_bytes
 from tests.procs import ApiServer, Proc, free_port
 

@@ -1,9 +1,9 @@
 """A real monitoring stack for tests, on free loopback ports with temp storage: both API
 instances (demo model), Nginx with stub_status, the Debian exporters (node, process,
 Nginx), Alertmanager delivering to a webhook receiver run here, Prometheus, and the
-canary analysis controller (gourmetgram.rollout) judging both variants from that
+canary analysis controller (gourmetgram.canary.rollout) judging both variants from that
 Prometheus and serving its canary_analysis_* metrics; all configured by the same render
-functions as the deploy (gourmetgram.monitoring) with a test profile: 1 s scrapes and
+functions as the deploy (gourmetgram.monitoring.config) with a test profile: 1 s scrapes and
 thresholds that the test traffic crosses.
 """
 
@@ -21,11 +21,11 @@ import numpy as np
 import requests
 from PIL import Image
 
-from gourmetgram import monitoring
-from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.hostlayout import HostLayout
-from gourmetgram.rollout import AnalysisMetrics, Controller
-from gourmetgram.stack import StackConfig, load_stack
+from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.rollout import AnalysisMetrics, Controller
+from gourmetgram.host.layout import HostLayout
+from gourmetgram.host.stack import StackConfig, load_stack
+from gourmetgram.monitoring import config as monitoring
 from tests.images import b64, encode, textured
 from tests.procs import ApiServer, Proc, free_port
 
@@ -158,7 +158,7 @@ class Traffic:
 
 class WeightOnly:
     """The controller's actuator here: it keeps the weight in memory. This stack has no
-    routing Nginx to move (tests/gourmetgram/test_analysis_with_canary_library.py runs
+    routing Nginx to move (tests/gourmetgram/canary/test_analysis_with_canary_library.py runs
     the controller through the real routing library), and canary_weight must stay 0
     for the inhibition test."""
 

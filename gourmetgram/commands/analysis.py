@@ -22,7 +22,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_UNREACHABLE = 0, 1, 3, 4
 
 
 def _settings(args: argparse.Namespace):
-    from gourmetgram.analysis_settings import load_settings
+    from gourmetgram.canary.analysis_settings import load_settings
 
     return load_settings(
         Path(args.settings) if args.settings else None,
@@ -33,8 +33,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from gourmetgram.analysis import FAIL, INCONCLUSIVE, judge
-    from gourmetgram.promclient import (
+    from gourmetgram.canary.analysis import FAIL, INCONCLUSIVE, judge
+    from gourmetgram.canary.promclient import (
         PromClient,
         PrometheusQueryError,
         PrometheusUnavailable,
@@ -65,7 +65,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gourmetgram.rollout import AnalysisMetrics, CanaryLibraryActuator, Controller
+    from gourmetgram.canary.rollout import AnalysisMetrics, CanaryLibraryActuator, Controller
 
     s = _settings(args)  # every setting is checked before anything changes
     try:
@@ -81,9 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             port = metrics.serve(s.metrics_host, s.metrics_port)
         except OSError as e:
             raise UsageError(f"cannot listen on {s.metrics_host}:{s.metrics_port}: {e}") from None
-        logging.getLogger("gourmetgram.rollout").info(
+        logging.getLogger("gourmetgram.canary.rollout").info(
             "canary_analysis_* metrics on http://%s:%d/metrics", s.metrics_host, port)
-    logging.getLogger("gourmetgram.rollout").info(
+    logging.getLogger("gourmetgram.canary.rollout").info(
         "canary controller: every %g s over %g s windows, steps of %d up to %d, rollback after %d "
         "failed analyses, checks %s, alpha %g%s", s.interval_s, s.window, s.step_weight,
         s.max_weight, s.failed_checks_threshold, ",".join(s.checks), s.alpha,
@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from gourmetgram.rollout import approve
+    from gourmetgram.canary.rollout import approve
 
     s = _settings(args)
     try:

@@ -1,4 +1,4 @@
-"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary."""
+"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary.routing."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def _weight(text: str) -> int:
 
 
 def _call(fn, *args, **kw):
-    from gourmetgram import canary
-    from gourmetgram.canary import CanaryError
+    from gourmetgram.canary import routing as canary
+    from gourmetgram.canary.routing import CanaryError
 
     canary.setup_logging()
     try:
@@ -30,7 +30,7 @@ def _call(fn, *args, **kw):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gourmetgram import canary
+    from gourmetgram.canary import routing as canary
 
     st = _call(canary.status)
     if args.variant:
@@ -57,7 +57,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from gourmetgram import canary
+    from gourmetgram.canary import routing as canary
 
     st = _call(canary.set_weight, args.weight, reason=args.reason)
     print(f"canary weight now {st.canary_weight}%")
@@ -65,7 +65,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from gourmetgram import canary
+    from gourmetgram.canary import routing as canary
 
     _call(canary.rollback, reason=args.reason or "rollback")
     print("canary weight now 0%: all /api/ traffic on production")
@@ -73,7 +73,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from gourmetgram import canary
+    from gourmetgram.canary import routing as canary
 
     st = _call(canary.promote, reason=args.reason)
     print(f"production now serves {st.models['production'].version}; canary weight 0%")
@@ -81,7 +81,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
-    from gourmetgram import canary
+    from gourmetgram.canary import routing as canary
 
     st = _call(canary.ship, args.model, args.version, reason=args.reason)
     print(f"canary now serves {st.models['canary'].version} with weight 0%; "

@@ -11,7 +11,7 @@ from gourmetgram.errors import UsageError
 
 
 def _api(text: str) -> tuple[str, str]:
-    from gourmetgram.stack import VARIANTS
+    from gourmetgram.host.stack import VARIANTS
 
     name, sep, url = text.partition("=")
     if not sep or name not in VARIANTS or not url.startswith(("http://", "https://")):
@@ -23,8 +23,8 @@ def _api(text: str) -> tuple[str, str]:
 
 
 def cmd_smoke(args: argparse.Namespace) -> int:
-    from gourmetgram.canary import CanaryError
-    from gourmetgram.hostlayout import host_layout
+    from gourmetgram.canary.routing import CanaryError
+    from gourmetgram.host.layout import host_layout
     from gourmetgram.smoke import smoke, targets_from_stack
 
     if not args.url.startswith(("http://", "https://")):

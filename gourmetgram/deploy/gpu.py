@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gourmetgram.stack import DeploySettings, StackDataError
+from gourmetgram.host.stack import DeploySettings, StackDataError
 
 NVIDIA_VENDOR = "0x10de"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from app_api.hashing import sha256_of
-from gourmetgram import hoststate
 from gourmetgram.deploy.gpu import GpuFacts, GpuPlan, plan_gpu
-from gourmetgram.hostlayout import HostLayout, host_layout
-from gourmetgram.render import REPO_ROOT
-from gourmetgram.stack import Inventory, StackConfig, StackDataError, load_inventory
+from gourmetgram.host import state as hoststate
+from gourmetgram.host.layout import HostLayout, host_layout
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.host.stack import Inventory, StackConfig, StackDataError, load_inventory
 
 # Host data that belongs to pyinfra's connectors, not to the stack.
 CONNECTOR_PREFIXES = ("ssh_", "_", "local_", "docker_", "chroot_", "winrm_")

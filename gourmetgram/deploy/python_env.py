@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tomllib
 
-from gourmetgram.render import REPO_ROOT
-from gourmetgram.stack import DeploySettings
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.host.stack import DeploySettings
 
 TORCH_PACKAGES = ("torch", "torchvision")
 

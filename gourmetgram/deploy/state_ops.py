@@ -8,9 +8,9 @@ from __future__ import annotations
 from pyinfra import logger
 from pyinfra.operations import files
 
-from gourmetgram import hoststate
 from gourmetgram.deploy.ops import put_text
 from gourmetgram.deploy.plan import HostPlan
+from gourmetgram.host import state as hoststate
 
 MARKER_TEXT = "A GourmetGram deploy is running; gourmetgram canary waits for it to finish.\n"
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gourmetgram.render import REPO_ROOT
+from gourmetgram.host.render import REPO_ROOT
 
 # What the wheel is built from; setup.py puts the role folders' data under gourmetgram/roles/.
 SOURCES = ("app_api", "app_web", "gourmetgram", "nginx", "systemd", "prometheus", "grafana",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gourmetgram.deploy.plan import inventory_from_host_data
-from gourmetgram.stack import StackDataError, load_stack
+from gourmetgram.host.stack import StackDataError, load_stack
 from tests.procs import REPO_ROOT, child_env
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gourmetgram import nspawn
+from gourmetgram.deploy import nspawn
 from tests.procs import REPO_ROOT, child_env
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 
 from gourmetgram.deploy.gpu import GpuFacts, parse_pci, plan_gpu
 from gourmetgram.deploy.python_env import pip_options
-from gourmetgram.stack import StackDataError, load_inventory
+from gourmetgram.host.stack import StackDataError, load_inventory
 from tests.procs import REPO_ROOT, child_env
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))

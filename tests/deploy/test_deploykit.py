@@ -7,13 +7,15 @@ import json
 
 import pytest
 
-from gourmetgram import hostconfig, hoststate, nspawn
-from gourmetgram.canary import weight_metric_text
+from gourmetgram.canary.routing import weight_metric_text
+from gourmetgram.deploy import nspawn
 from gourmetgram.deploy.plan import desired_on_host
 from gourmetgram.deploy.python_env import pinned_requirements
-from gourmetgram.hostlayout import HostLayout
-from gourmetgram.render import render
-from gourmetgram.stack import load_stack
+from gourmetgram.host import configs as hostconfig
+from gourmetgram.host import state as hoststate
+from gourmetgram.host.layout import HostLayout
+from gourmetgram.host.render import render
+from gourmetgram.host.stack import load_stack
 
 
 def test_grafana_dropin_keeps_the_password_out():

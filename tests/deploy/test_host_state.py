@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from gourmetgram import hoststate
 from gourmetgram.deploy.gpu import GpuFacts
 from gourmetgram.deploy.plan import inventory_from_host_data, plan_from
-from gourmetgram.hostlayout import HostLayout
-from gourmetgram.stack import StackDataError, load_inventory
+from gourmetgram.host import state as hoststate
+from gourmetgram.host.layout import HostLayout
+from gourmetgram.host.stack import StackDataError, load_inventory
 
 V1 = {"path": "/m/food11-v1.pt", "version": "v1"}
 V2 = {"path": "/m/food11-v2.pt", "version": "v2"}

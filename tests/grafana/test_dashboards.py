@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gourmetgram import dashboards, monitoring
-from gourmetgram.hostlayout import HostLayout
-from gourmetgram.render import REPO_ROOT
-from gourmetgram.stack import load_stack
+from gourmetgram.host.layout import HostLayout
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.host.stack import load_stack
+from gourmetgram.monitoring import config as monitoring
+from gourmetgram.monitoring import dashboards
 
 DASHBOARD_FILES = sorted((REPO_ROOT / "grafana" / "dashboards").rglob("*.json"))
 TITLES = {
@@ -47,7 +48,7 @@ def provisioned(dashboards_dir: str = "/var/lib/grafana/dashboards/gourmetgram")
 def test_committed_json_is_what_the_builder_makes():
     for path, text in dashboards.rendered().items():
         assert path.exists() and path.read_text() == text, (
-            f"{path} is stale: run python -m gourmetgram.dashboards")
+            f"{path} is stale: run python -m gourmetgram.monitoring.dashboards")
     assert set(dashboards.rendered()) == set(DASHBOARD_FILES), "a dashboard file not made by the builder"
 
 
@@ -160,7 +161,7 @@ def test_canary_dashboard_compares_variants_and_shows_the_analysis():
 def test_canary_verdict_codes_match_the_controller_and_the_mapping():
     """The state timeline's number per verdict, its value mapping, and the verdicts the
     controller can report agree."""
-    from gourmetgram.rollout import VERDICTS
+    from gourmetgram.canary.rollout import VERDICTS
 
     assert set(dashboards.VERDICT_CODE) == set(VERDICTS)
     (panel,) = [p for p in by_title()["Canary"]["panels"] if p["title"] == "Check verdicts"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram import monitoring
-from gourmetgram.stack import load_stack
+from gourmetgram.host.stack import load_stack
+from gourmetgram.monitoring import config as monitoring
 from tests.golden import check_golden
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import requests
 
-from gourmetgram import canary
+from gourmetgram.canary import routing as canary
 from tests.canary_stack import CanaryStack, Load, count_variants
 
 

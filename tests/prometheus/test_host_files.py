@@ -1,4 +1,4 @@
-"""The set of files the deploy writes for monitoring (gourmetgram.monitoring.host_files)
+"""The set of files the deploy writes for monitoring (gourmetgram.monitoring.config.host_files)
 is complete and self-consistent: the rules land where prometheus.yml looks for them,
 the dashboards where Grafana's provider looks, every daemon gets its /etc/default."""
 
@@ -9,9 +9,9 @@ import json
 
 import yaml
 
-from gourmetgram import monitoring
-from gourmetgram.render import render
-from gourmetgram.stack import load_stack
+from gourmetgram.host.render import render
+from gourmetgram.host.stack import load_stack
+from gourmetgram.monitoring import config as monitoring
 
 SERVICES = {"prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
             "prometheus-process-exporter", "prometheus-nginx-exporter", "grafana-server"}

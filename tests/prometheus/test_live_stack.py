@@ -19,9 +19,9 @@ import pytest
 import requests
 import yaml
 
-from gourmetgram import monitoring
-from gourmetgram.render import REPO_ROOT
-from gourmetgram.stack import load_stack
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.host.stack import load_stack
+from gourmetgram.monitoring import config as monitoring
 from tests.monitoring_stack import TEST_THRESHOLDS, MonitoringStack
 
 # Metrics this test stack cannot produce, each with the reason. An expression may come

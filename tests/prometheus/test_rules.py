@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gourmetgram import monitoring
-from gourmetgram.render import REPO_ROOT
-from gourmetgram.stack import StackDataError, load_stack
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.host.stack import StackDataError, load_stack
+from gourmetgram.monitoring import config as monitoring
 
 UNIT_TESTS = Path(__file__).parent / "alerts_test.yml"
 SEVERITIES = {"critical", "warning", "info"}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram.analysis_settings import AnalysisSettings, load_settings
-from gourmetgram.render import render
-from gourmetgram.stack import load_stack
+from gourmetgram.canary.analysis_settings import AnalysisSettings, load_settings
+from gourmetgram.host.render import render
+from gourmetgram.host.stack import load_stack
 
 UNIT = "gourmetgram-canary-controller.service"
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -21,7 +21,7 @@ needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
 
 
 def layout_data(tmp_path: Path) -> dict[str, str]:
-    """The host layout's template data (gourmetgram.hostlayout where present), with a
+    """The host layout's template data (gourmetgram.host.layout where present), with a
     venv whose `gourmetgram` exists, since verify checks ExecStart."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -29,7 +29,7 @@ def layout_data(tmp_path: Path) -> dict[str, str]:
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
     try:
-        from gourmetgram.hostlayout import host_layout
+        from gourmetgram.host.layout import host_layout
     except ImportError:
         return {"app_dir": "/opt/gourmetgram/app", "venv_dir": str(venv), "etc_dir": "/etc/gourmetgram",
                 "state_dir": "/var/lib/gourmetgram",
@@ -87,8 +87,8 @@ def test_settings_default_port_is_the_inventory_default():
 def test_settings_file_takes_addresses_from_the_stack_data(tmp_path):
     """One source: the port Prometheus scrapes (job canary-analysis) is the port the
     controller is told to serve on."""
-    from gourmetgram.hostconfig import render_canary_analysis_env
-    from gourmetgram.hostlayout import host_layout
+    from gourmetgram.host.configs import render_canary_analysis_env
+    from gourmetgram.host.layout import host_layout
 
     stack = load_stack({"bind_address": "10.0.0.5", "prometheus_port": 19090,
                         "canary_analysis_port": 19310})

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram.hostconfig import render_units
-from gourmetgram.hostlayout import host_layout
-from gourmetgram.stack import load_stack
+from gourmetgram.host.configs import render_units
+from gourmetgram.host.layout import host_layout
+from gourmetgram.host.stack import load_stack
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                 reason="systemd-analyze is not installed (scripts/install-test-deps.sh)")

@@ -7,7 +7,7 @@ import json
 import logging
 import socket
 
-from gourmetgram import canary
+from gourmetgram.canary import routing as canary
 from tests.canary_stack import make_layout, stack_data
 
 

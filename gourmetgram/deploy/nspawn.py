@@ -12,10 +12,10 @@ its CA bundle) are bind-mounted read-only so pip inside installs what the contro
 can, offline included; ``target.json`` tells ``inventory.py`` how to reach the machine
 and which pip options to use.
 
-    python -m gourmetgram.nspawn up [--name local] [--address 127.0.0.2]
-    python -m gourmetgram.nspawn down [--name local] [--purge]
-    python -m gourmetgram.nspawn report      # smoke tests, URLs, password file
-    python -m gourmetgram.nspawn ssh [COMMAND]
+    python -m gourmetgram.deploy.nspawn up [--name local] [--address 127.0.0.2]
+    python -m gourmetgram.deploy.nspawn down [--name local] [--purge]
+    python -m gourmetgram.deploy.nspawn report      # smoke tests, URLs, password file
+    python -m gourmetgram.deploy.nspawn ssh [COMMAND]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gourmetgram.render import REPO_ROOT
+from gourmetgram.host.render import REPO_ROOT
 
 VAR = Path(os.environ.get("GOURMETGRAM_VAR", REPO_ROOT / "var")) / "nspawn"
 SUITE = "bookworm"
@@ -368,14 +368,15 @@ canary http://{b}:{stack['api_ports']['canary']}, canary weight {stack['canary_w
   Alertmanager     http://{b}:{stack['alertmanager_port']}/
   Grafana          {grafana_url}
   Grafana password /etc/gourmetgram/grafana-admin-password inside the container (user admin):
-                   python -m gourmetgram.nspawn ssh cat /etc/gourmetgram/grafana-admin-password
-  shell            python -m gourmetgram.nspawn ssh      (systemctl status 'food11-api@*')
+                   python -m gourmetgram.deploy.nspawn ssh cat /etc/gourmetgram/grafana-admin-password
+  shell            python -m gourmetgram.deploy.nspawn ssh      (systemctl status 'food11-api@*')
   stop             make down""")
     return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gourmetgram.nspawn", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gourmetgram.deploy.nspawn",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["up", "down", "status", "ssh", "report"])
     p.add_argument("--name", default="local")
     p.add_argument("--address", default=os.environ.get("GOURMETGRAM_LOCAL_ADDRESS", "127.0.0.2"))

@@ -32,12 +32,12 @@ from typing import Any, Protocol
 import requests
 
 from app_api.hashing import sha256_of
-from gourmetgram import hoststate
-from gourmetgram.hostconfig import render_api_env, render_site, render_standalone
-from gourmetgram.hostlayout import HostLayout, host_layout
-from gourmetgram.stack import VARIANTS, VERSION_PATTERN, StackConfig, StackDataError
+from gourmetgram.host import state as hoststate
+from gourmetgram.host.configs import render_api_env, render_site, render_standalone
+from gourmetgram.host.layout import HostLayout, host_layout
+from gourmetgram.host.stack import VARIANTS, VERSION_PATTERN, StackConfig, StackDataError
 
-log = logging.getLogger("gourmetgram.canary")
+log = logging.getLogger("gourmetgram.canary.routing")
 
 SYSLOG_SOCKET = "/dev/log"
 READY_TIMEOUT = 180.0

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gourmetgram.hostlayout import HostLayout, host_layout
-from gourmetgram.render import TEMPLATE_ROOT, render
-from gourmetgram.stack import StackConfig
+from gourmetgram.host.layout import HostLayout, host_layout
+from gourmetgram.host.render import TEMPLATE_ROOT, render
+from gourmetgram.host.stack import StackConfig
 
 THRESHOLDS_FILE = TEMPLATE_ROOT / "prometheus" / "thresholds.yml"
 RULE_TEMPLATES = sorted((TEMPLATE_ROOT / "prometheus" / "rules").glob("*.yml.j2"))

@@ -2,7 +2,7 @@
 every kind of weight, the host layout's overrides and the stack data they need.
 
 Regenerate the golden files after an intended change with
-``UPDATE_GOLDEN=1 pytest tests/gourmetgram/test_hostconfig.py`` and review the diff.
+``UPDATE_GOLDEN=1 pytest tests/gourmetgram/host/test_configs.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from gourmetgram import canary
-from gourmetgram.hostconfig import render_api_env, render_site, render_units
-from gourmetgram.hostlayout import HostLayout, host_layout
-from gourmetgram.stack import StackDataError, load_stack
+from gourmetgram.canary import routing as canary
+from gourmetgram.host.configs import render_api_env, render_site, render_units
+from gourmetgram.host.layout import HostLayout, host_layout
+from gourmetgram.host.stack import StackDataError, load_stack
 from tests.golden import check_golden
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 HOST = HostLayout()  # the real on-host paths, not the environment's
 
 needs_nginx = pytest.mark.skipif(not HOST.nginx_bin.exists() and shutil.which("nginx") is None,

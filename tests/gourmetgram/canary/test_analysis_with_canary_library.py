@@ -1,4 +1,4 @@
-"""The controller driving the real canary routing library (gourmetgram.canary) on a
+"""The controller driving the real canary routing library (gourmetgram.canary.routing) on a
 real stack: the library's Nginx site, its reloads, and its promotion, which restarts
 the production API onto the canary's model. Runs where the routing library and its
 test stack (tests/canary_stack.py) are present; skipped otherwise."""
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-canary = pytest.importorskip("gourmetgram.canary")
+canary = pytest.importorskip("gourmetgram.canary.routing")
 canary_stack = pytest.importorskip("tests.canary_stack")
 
-from gourmetgram.rollout import PROMOTE, CanaryLibraryActuator, Controller  # noqa: E402
-from tests.gourmetgram.analysis_rig import PrometheusServer, Traffic, image_pool  # noqa: E402
-from tests.gourmetgram.test_analysis_rollout import settings_for, show  # noqa: E402
+from gourmetgram.canary.rollout import PROMOTE, CanaryLibraryActuator, Controller  # noqa: E402
+from tests.gourmetgram.canary.analysis_rig import PrometheusServer, Traffic, image_pool  # noqa: E402
+from tests.gourmetgram.canary.test_analysis_rollout import settings_for, show  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

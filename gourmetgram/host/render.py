@@ -2,7 +2,7 @@
 
 Templates live in the role folders (``nginx/``, ``systemd/``, ``prometheus/``,
 ``grafana/``) as ``name.j2``; data comes from the inventory (``group_data/all.py``,
-validated by :mod:`gourmetgram.stack`). ``StrictUndefined`` makes a missing key an
+validated by :mod:`gourmetgram.host.stack`). ``StrictUndefined`` makes a missing key an
 error at render time instead of an empty string in a live config. The deploy, the
 on-host ``gourmetgram canary`` commands and the golden-file tests all call this.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The role folders' files: the wheel carries them as gourmetgram/roles/<role>/ (setup.py);
 # a source checkout has them at its top level.
-ROLE_FILES = Path(__file__).resolve().parent / "roles"
+ROLE_FILES = Path(__file__).resolve().parents[1] / "roles"
 TEMPLATE_ROOT = ROLE_FILES if ROLE_FILES.is_dir() else REPO_ROOT
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gourmetgram.render import REPO_ROOT
+from gourmetgram.host.render import REPO_ROOT
 
 GROUP_DATA = REPO_ROOT / "group_data" / "all.py"
 VARIANTS = ("production", "canary")

@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gourmetgram.analysis import CHECKS
+from gourmetgram.canary.analysis import CHECKS
 from gourmetgram.errors import UsageError
 
 DEFAULT_STATE_DIR = Path("/var/lib/gourmetgram/canary-analysis")

@@ -1,6 +1,6 @@
 """Builds the Grafana dashboards in grafana/dashboards/ from short panel lists.
 
-Dashboards are kept as code: edit the lists below, run ``python -m gourmetgram.dashboards``
+Dashboards are kept as code: edit the lists below, run ``python -m gourmetgram.monitoring.dashboards``
 and commit the regenerated JSON (a test fails while the JSON and this module disagree).
 Panels are laid out left to right on Grafana's 24-column grid, so ids and positions are
 always unique and never overlap. Every ``expr`` is evaluated against a real Prometheus by
@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gourmetgram.monitoring import PROMETHEUS_DATASOURCE_UID
-from gourmetgram.render import REPO_ROOT
+from gourmetgram.host.render import REPO_ROOT
+from gourmetgram.monitoring.config import PROMETHEUS_DATASOURCE_UID
 
 DASHBOARDS_DIR = REPO_ROOT / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": PROMETHEUS_DATASOURCE_UID}

@@ -1,5 +1,5 @@
 """The canary controller: every interval it reads both variants' numbers from
-Prometheus, judges them (``gourmetgram.analysis``), decides advance, hold, promote or
+Prometheus, judges them (``gourmetgram.canary.analysis``), decides advance, hold, promote or
 roll back, and acts through an actuator: on a host, the canary library that
 ``gourmetgram canary set/promote/rollback`` use, so a person and the controller take
 the same code path. Prometheus unreachable pauses it without touching the weights.
@@ -18,16 +18,16 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from gourmetgram.analysis import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, judge
-from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.promclient import (
+from gourmetgram.canary.analysis import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, judge
+from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.promclient import (
     PromClient,
     PrometheusQueryError,
     PrometheusUnavailable,
     WindowReader,
 )
 
-log = logging.getLogger("gourmetgram.rollout")
+log = logging.getLogger("gourmetgram.canary.rollout")
 
 ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT = (
     "advance", "hold", "promote", "rollback", "pause", "wait-approval")
@@ -48,16 +48,16 @@ class Actuator(Protocol):
 
 
 class CanaryLibraryActuator:
-    """The one seam to ``gourmetgram.canary`` (the routing library): the same calls
+    """The one seam to ``gourmetgram.canary.routing`` (the routing library): the same calls
     that ``gourmetgram canary set/promote/rollback`` make."""
 
     def __init__(self, **library_kwargs):
         """``library_kwargs`` (e.g. ``layout``, ``services``) go to every library call,
         so tests can point it at a stack in a temporary folder."""
         try:
-            from gourmetgram import canary
+            from gourmetgram.canary import routing as canary
         except ImportError as e:
-            raise RuntimeError("the canary routing library (gourmetgram.canary) is missing") from e
+            raise RuntimeError("the canary routing library (gourmetgram.canary.routing) is missing") from e
         self.canary = canary
         self.kw = library_kwargs
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from gourmetgram.analysis import FAIL, judge
-from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.promclient import (
+from gourmetgram.canary.analysis import FAIL, judge
+from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.promclient import (
     PromClient,
     PrometheusQueryError,
     PrometheusUnavailable,
     WindowReader,
 )
-from tests.gourmetgram.analysis_rig import PrometheusServer
+from tests.gourmetgram.canary.analysis_rig import PrometheusServer
 from tests.procs import free_port
 
 

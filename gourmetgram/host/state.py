@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gourmetgram.stack import StackConfig, StackDataError
+from gourmetgram.host.stack import StackConfig, StackDataError
 
 KEPT, APPLIED, SAME, NEW = "kept host value", "applied", "unchanged", "first deploy"
 

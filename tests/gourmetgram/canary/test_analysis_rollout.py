@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from gourmetgram.analysis import FAIL, PASS
-from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.rollout import ADVANCE, HOLD, PAUSE, PROMOTE, ROLLBACK, Controller
-from tests.gourmetgram.analysis_rig import (
+from gourmetgram.canary.analysis import FAIL, PASS
+from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.rollout import ADVANCE, HOLD, PAUSE, PROMOTE, ROLLBACK, Controller
+from tests.gourmetgram.canary.analysis_rig import (
     NginxActuator,
     NginxSplit,
     PrometheusServer,

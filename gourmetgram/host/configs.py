@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gourmetgram.hostlayout import HostLayout
-from gourmetgram.render import render
-from gourmetgram.stack import VARIANTS, StackConfig
+from gourmetgram.host.layout import HostLayout
+from gourmetgram.host.render import render
+from gourmetgram.host.stack import VARIANTS, StackConfig
 
 SITE_TEMPLATE = "nginx/gourmetgram.conf.j2"
 STANDALONE_TEMPLATE = "nginx/nginx-test.conf.j2"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gourmetgram import canary
+from gourmetgram.canary import routing as canary
 from tests.canary_stack import CanaryStack, Load
 from tests.procs import REPO_ROOT, child_env, free_port
 

@@ -10,10 +10,10 @@ import math
 import pytest
 import requests
 
-from gourmetgram.analysis import Histogram, VariantWindow
-from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.promclient import PrometheusUnavailable
-from gourmetgram.rollout import (
+from gourmetgram.canary.analysis import Histogram, VariantWindow
+from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.promclient import PrometheusUnavailable
+from gourmetgram.canary.rollout import (
     ADVANCE,
     HOLD,
     PAUSE,
@@ -194,21 +194,21 @@ def test_failed_rollback_is_retried_at_the_next_analysis(settings):
 def test_library_actuator_calls_the_canary_library_with_reasons(monkeypatch):
     """The one seam: the adapter reads ``status()["canary_weight"]`` and passes the
     decision's reason to set_weight/promote/rollback (a recording module stands in for
-    gourmetgram.canary, which has its own tests against real Nginx)."""
+    gourmetgram.canary.routing, which has its own tests against real Nginx)."""
     import types
 
     import gourmetgram
-    from gourmetgram.rollout import CanaryLibraryActuator
+    from gourmetgram.canary.rollout import CanaryLibraryActuator
 
     calls = []
-    fake = types.ModuleType("gourmetgram.canary")
+    fake = types.ModuleType("gourmetgram.canary.routing")
     fake.status = lambda layout=None: {"canary_weight": 30, "variants": {}}
     fake.set_weight = lambda weight, reason="", layout=None, services=None: calls.append(
         ("set", weight, reason))
     fake.promote = lambda reason="", layout=None, services=None: calls.append(("promote", reason))
     fake.rollback = lambda reason="rollback", layout=None, services=None: calls.append(
         ("rollback", reason))
-    monkeypatch.setitem(__import__("sys").modules, "gourmetgram.canary", fake)
+    monkeypatch.setitem(__import__("sys").modules, "gourmetgram.canary.routing", fake)
     monkeypatch.setattr(gourmetgram, "canary", fake, raising=False)
     act = CanaryLibraryActuator()
     assert act.weight() == 30

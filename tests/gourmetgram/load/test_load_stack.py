@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gourmetgram import load
-from tests.gourmetgram.load_stack import TwoVariants, delta, predict_counts, settled
+from tests.gourmetgram.load.load_stack import TwoVariants, delta, predict_counts, settled
 from tests.images import encode, photo_bytes, textured
 from tests.procs import REPO_ROOT, child_env
 

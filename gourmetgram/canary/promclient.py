@@ -1,6 +1,6 @@
 """A small reader of Prometheus's HTTP API for the canary analysis: instant queries,
 and the per-variant window counts (``increase()`` over the window) that
-``gourmetgram.analysis`` judges."""
+``gourmetgram.canary.analysis`` judges."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from gourmetgram.analysis import Histogram, VariantWindow
+from gourmetgram.canary.analysis import Histogram, VariantWindow
 
 VARIANTS = ("production", "canary")
 

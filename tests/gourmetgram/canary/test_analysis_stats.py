@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gourmetgram.analysis import (
+from gourmetgram.canary.analysis import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -28,7 +28,7 @@ from gourmetgram.analysis import (
     latency_check,
     mann_whitney_binned,
 )
-from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.canary.analysis_settings import AnalysisSettings
 
 ALPHA = 0.01
 LAT_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
