@@ -1,9 +1,7 @@
 """A whole canary stack for tests: two real API processes, a real Nginx master running
 the rendered site, and the on-host layout in a temp folder.
 
-The only stand-in is the page at ``/``: the web app (another part of the project) is
-replaced by a static page served by ``python -m http.server``; the routing under test
-does not depend on what the page is.
+The page at ``/`` is the real web app, calling the API through this Nginx as on a host.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,7 +23,7 @@ from gourmetgram.host.configs import render_standalone
 from gourmetgram.host.layout import HostLayout, host_layout
 from gourmetgram.host.stack import VARIANTS, StackConfig, load_stack
 from tests.images import photo_bytes
-from tests.procs import ApiServer, Proc, free_port
+from tests.procs import ApiServer, Proc, WebServer, free_port
 
 
 def make_layout(root: Path) -> HostLayout:
@@ -120,7 +117,7 @@ class CanaryStack:
         self.layout = make_layout(root)
         self.stack = stack_data(model, **overrides)
         self.apis: dict[str, ApiServer] = {}
-        self.web: Proc | None = None
+        self.web: WebServer | None = None
         self.nginx = NginxMaster(root, self.layout)
         self.services = LocalServices(self)
         self.url = f"http://127.0.0.1:{self.stack.nginx_port}"
@@ -130,16 +127,12 @@ class CanaryStack:
         canary.initialise(self.stack, self.layout)
         for v in VARIANTS:
             self.apis[v] = self._api(v)
-        www = self.root / "www"
-        www.mkdir()
-        (www / "index.html").write_text("<!doctype html><title>GourmetGram</title><h1>GourmetGram</h1>")
-        self.web = Proc([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                         str(self.stack.web_port)], self.root / "web.log", cwd=www)
+        self.web = WebServer(self.root, f"{self.url}/api", port=self.stack.web_port)
         self.nginx.layout.nginx_site.write_text(canary.render_site(self.stack, self.layout))
         self.nginx.start(self.status_url + "/gourmetgram-canary")
         for api in self.apis.values():
             api.wait_ready()
-        self.web.wait_http(f"http://127.0.0.1:{self.stack.web_port}/")
+        self.web.wait_ready()
         return self
 
     def _api(self, variant: str) -> ApiServer:

@@ -9,7 +9,6 @@ thresholds that the test traffic crosses.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
@@ -218,7 +217,6 @@ class MonitoringStack:
         self.receiver = WebhookReceiver()
         self.traffic: Traffic | None = None
         self.controller: AnalysisController | None = None
-        self.web_started = False
         ports = {k: free_port() for k in (
             "web_port", "prometheus_port", "alertmanager_port", "node_exporter_port",
             "process_exporter_port", "nginx_exporter_port", "nginx_status_port",
@@ -240,11 +238,8 @@ class MonitoringStack:
         return p
 
     def _drift_args(self) -> list[str]:
-        """Drift detection on, where this checkout has it (``build-drift-reference``):
-        a reference from 80 colour fields, so the noise traffic drifts. Without it the
-        drift metrics are absent and the allow-list in test_live_stack.py applies."""
-        if importlib.util.find_spec("gourmetgram.commands.drift") is None:
-            return []
+        """Drift detection on (``build-drift-reference``): a reference from 80 colour
+        fields, so the noise traffic drifts."""
         images = self.tmp / "drift-images"
         images.mkdir()
         for seed in range(80):
@@ -295,12 +290,10 @@ class MonitoringStack:
             "prometheus-nginx-exporter": "/usr/bin/prometheus-nginx-exporter",
         }
         daemons = {name: self._proc(name, [binaries[name], *argv]) for name, argv in args.items()}
-        web = None
-        if importlib.util.find_spec("app_web") is not None:
-            web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
-                                     "--host", "127.0.0.1", "--port", str(s.web_port),
-                                     "--api-url", self.apis[0].url, "--workers", "1",
-                                     "--metrics-dir", str(tmp / "web-metrics")])
+        web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
+                                 "--host", "127.0.0.1", "--port", str(s.web_port),
+                                 "--api-url", self.apis[0].url, "--workers", "1",
+                                 "--metrics-dir", str(tmp / "web-metrics")])
 
         nginx.wait_http(f"http://127.0.0.1:{s.nginx_status_port}/stub_status")
         for name, port in (("prometheus", s.prometheus_port),
@@ -312,11 +305,8 @@ class MonitoringStack:
             daemons[name].wait_http(f"http://127.0.0.1:{port}/metrics")
         for api in self.apis:
             api.wait_ready(120)
-        web_url = None
-        if web is not None:
-            web_url = f"http://127.0.0.1:{s.web_port}"
-            web.wait_http(web_url + "/")
-            self.web_started = True
+        web_url = f"http://127.0.0.1:{s.web_port}"
+        web.wait_http(web_url + "/")
         self.traffic = Traffic([a.url for a in self.apis], web_url)
         self.traffic.one_round()
         self.traffic.start()

@@ -119,3 +119,26 @@ class ApiServer:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+class WebServer:
+    """A real ``gourmetgram serve-web`` (gunicorn) on ``port`` (a free one by default)."""
+
+    def __init__(self, tmp: Path, api_url: str, workers: int = 1, env: dict | None = None,
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_dir = tmp / f"web-metrics-{self.port}"
+        argv = [
+            sys.executable, "-m", "gourmetgram", "serve-web", "--host", "127.0.0.1",
+            "--port", str(self.port), "--api-url", api_url, "--workers", str(workers),
+            "--metrics-dir", str(self.metrics_dir),
+        ]
+        self.proc = Proc(argv, tmp / f"web-{self.port}.log", env=child_env(**(env or {})))
+
+    def wait_ready(self) -> WebServer:
+        self.proc.wait_http(self.url + "/healthz", timeout=60)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()

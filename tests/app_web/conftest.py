@@ -7,14 +7,12 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from app_web.settings import BUNDLED_TEST_PHOTO
-from tests.procs import ApiServer, Proc, child_env, free_port
+from tests.procs import ApiServer, WebServer, free_port
 
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
 
@@ -27,28 +25,6 @@ def api(tmp_path_factory, demo_model) -> ApiServer:
         yield server.wait_ready()
     finally:
         server.stop()
-
-
-class WebServer:
-    """A real ``gourmetgram serve-web`` (gunicorn)."""
-
-    def __init__(self, tmp: Path, api_url: str, workers: int = 1, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_dir = tmp / f"web-metrics-{self.port}"
-        argv = [
-            sys.executable, "-m", "gourmetgram", "serve-web", "--host", "127.0.0.1",
-            "--port", str(self.port), "--api-url", api_url, "--workers", str(workers),
-            "--metrics-dir", str(self.metrics_dir),
-        ]
-        self.proc = Proc(argv, tmp / f"web-{self.port}.log", env=child_env(**(env or {})))
-
-    def wait_ready(self) -> WebServer:
-        self.proc.wait_http(self.url + "/healthz", timeout=60)
-        return self
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 @pytest.fixture

@@ -26,11 +26,9 @@ from tests.monitoring_stack import TEST_THRESHOLDS, MonitoringStack
 
 # Metrics this test stack cannot produce, each with the reason. An expression may come
 # back empty only if it reads one of these metrics AND Prometheus has no series of that
-# metric; as soon as the metric exists (a branch merged, a GPU present) its expressions
+# metric; as soon as the metric exists (a GPU present, say) its expressions
 # must return data like every other. Each use is reported as a warning.
 NOT_PRODUCED_HERE = {
-    "drift_": "drift detector metrics: added by the drift work, absent from this checkout",
-    "web_": "web app metrics: the web app is started only when app_web exists",
     "node_systemd_": "systemd collector: no systemd as PID 1 here (the deploy's container test has it)",
     "nvidia_smi_": "GPU exporter: no NVIDIA GPU on the test machines",
 }

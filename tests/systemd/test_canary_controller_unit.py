@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gourmetgram.canary.analysis_settings import AnalysisSettings, load_settings
+from gourmetgram.host.layout import host_layout
 from gourmetgram.host.render import render
 from gourmetgram.host.stack import load_stack
 
@@ -28,14 +29,6 @@ def layout_data(tmp_path: Path) -> dict[str, str]:
     exe = venv / "bin" / "gourmetgram"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    try:
-        from gourmetgram.host.layout import host_layout
-    except ImportError:
-        return {"app_dir": "/opt/gourmetgram/app", "venv_dir": str(venv), "etc_dir": "/etc/gourmetgram",
-                "state_dir": "/var/lib/gourmetgram",
-                "nginx_site": "/etc/nginx/sites-enabled/gourmetgram.conf",
-                "nginx_log_dir": "/var/log/nginx", "textfile_dir": "/var/lib/prometheus/node-exporter",
-                "gourmetgram_bin": str(exe), "service_user": "gourmetgram"}
     return host_layout({"GOURMETGRAM_VENV_DIR": str(venv)}).template_data()
 
 
