@@ -99,8 +99,8 @@ def merge(last: Mapping[str, Any] | None, desired: Mapping[str, Any], live: Mapp
     """Three-way merge of flat key -> value maps (see the module's docstring).
 
     ``last`` is None on a host no deploy of this kind has recorded (a fresh host): the
-    inventory is applied. ``overwrite`` names keys the inventory wins although the host
-    changed them. Raises :class:`StateConflict` naming every conflicting key.
+    inventory is applied. ``overwrite`` names keys where the inventory's value wins
+    whatever the host did. Raises :class:`StateConflict` naming every conflicting key.
     """
     if last is None or live is None:
         return Merge(dict(desired), [Decision(k, NEW, v, v, None) for k, v in desired.items()])
@@ -114,10 +114,10 @@ def merge(last: Mapping[str, Any] | None, desired: Mapping[str, Any], live: Mapp
         before = last.get(key, have)
         if want == have:
             outcome, value = SAME, want
+        elif key in overwrite or (want != before and have == before):
+            outcome, value = APPLIED, want
         elif want == before:
             outcome, value = KEPT, have
-        elif have == before or key in overwrite:
-            outcome, value = APPLIED, want
         else:
             conflicts.append((key, before, want, have))
             continue

@@ -43,10 +43,12 @@ def test_both_changed_is_a_conflict_naming_both_values_and_both_ways_out():
     assert "nothing was changed" in msg
 
 
-def test_overwrite_host_lets_the_inventory_win():
-    result = hoststate.merge({"canary_weight": 0}, {"canary_weight": 50}, {"canary_weight": 30},
+@pytest.mark.parametrize("want", [50, 0])
+def test_overwrite_host_lets_the_inventory_win(want):
+    """Changed in the inventory or not: ``overwrite_host`` puts the inventory's value back."""
+    result = hoststate.merge({"canary_weight": 0}, {"canary_weight": want}, {"canary_weight": 30},
                              overwrite=["canary_weight"])
-    assert result.values == {"canary_weight": 50}
+    assert result.values == {"canary_weight": want}
 
 
 def test_first_deploy_applies_the_inventory():
