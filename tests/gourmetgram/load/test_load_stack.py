@@ -13,20 +13,25 @@ import pytest
 from PIL import Image
 
 from gourmetgram import load
-from tests.gourmetgram.load.load_stack import TwoVariants, delta, predict_counts, settled
+from tests.canary_stack import CanaryStack
+from tests.gourmetgram.load.server_counts import delta, predict_counts, settled
 from tests.images import encode, photo_bytes, textured
 from tests.procs import REPO_ROOT, child_env
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_model):
-    s = TwoVariants(tmp_path_factory.mktemp("load-stack"), demo_model)
-    yield s
-    s.stop()
+    """Production and canary behind the product's Nginx site at 25 % (3:1)."""
+    s = CanaryStack(tmp_path_factory.mktemp("load-stack"), demo_model)
+    try:
+        s.start().set_weight(25)
+        yield s
+    finally:
+        s.stop()
 
 
 def counts(stack):
-    return {api.variant: predict_counts(api.url) for api in stack.apis}
+    return {api.variant: predict_counts(api.url) for api in stack.apis.values()}
 
 
 def deltas(before, after):
@@ -46,15 +51,15 @@ def after(stack, before, n):
 
 
 def test_endpoint_detection(stack):
-    assert load.resolve_endpoint(stack.production.url) == stack.production.url + "/predict"
-    assert load.resolve_endpoint(stack.nginx.url) == stack.nginx.url + "/api/predict"
-    assert load.resolve_endpoint(stack.nginx.url + "/api/predict") == stack.nginx.url + "/api/predict"
-    assert load.resolve_endpoint(stack.nginx.url, path="/api/predict") == stack.nginx.url + "/api/predict"
+    assert load.resolve_endpoint(stack.apis["production"].url) == stack.apis["production"].url + "/predict"
+    assert load.resolve_endpoint(stack.url) == stack.url + "/api/predict"
+    assert load.resolve_endpoint(stack.url + "/api/predict") == stack.url + "/api/predict"
+    assert load.resolve_endpoint(stack.url, path="/api/predict") == stack.url + "/api/predict"
 
 
 def test_counts_and_variant_shares_match_the_servers(stack):
     before = counts(stack)
-    url = load.resolve_endpoint(stack.nginx.url)
+    url = load.resolve_endpoint(stack.url)
     # A count, not a time: 40 requests whatever the machine's load (10 full 3:1 cycles).
     result = load.run_load(spec(url, [load.Phase(None, clients=3)], max_requests=40))
     d = after(stack, before, len(result.records))
@@ -68,8 +73,8 @@ def test_counts_and_variant_shares_match_the_servers(stack):
     assert set(by_variant) == {"production", "canary"}
     for variant in ("production", "canary"):
         assert by_variant[variant]["requests"] == d[variant]["2xx"]
-    assert by_variant["canary"]["model_version"] == "canary-2"
-    assert by_variant["production"]["model_version"] == "demo-effnet-lite0-1"
+    assert by_variant["canary"]["model_version"] == "v2"
+    assert by_variant["production"]["model_version"] == "v1"
     # Nginx's weighted round robin at 3:1 gives the canary a quarter (stated tolerance 5 points).
     assert by_variant["canary"]["share"] == pytest.approx(0.25, abs=0.05)
     assert sum(v["share"] for v in by_variant.values()) == pytest.approx(1.0)
@@ -77,7 +82,7 @@ def test_counts_and_variant_shares_match_the_servers(stack):
 
 def test_error_ramp_gives_only_4xx(stack):
     before = counts(stack)
-    url = load.resolve_endpoint(stack.nginx.url)
+    url = load.resolve_endpoint(stack.url)
     result = load.run_load(spec(url, load.stepped(load.ERROR_RAMP_CLIENTS, 0.4),
                                 load.Payloads.errors(seed=1), scenario="errors"))
     d = after(stack, before, len(result.records))
@@ -97,7 +102,7 @@ def test_open_loop_holds_the_rate(stack):
     out on schedule, within 5% overall and 10% in every 5 s window, and the server counts
     each one. Enough senders that a server slowed by other tests on this 2-core machine
     makes the requests wait (latency), not the schedule slip."""
-    api = stack.production
+    api = stack.apis["production"]
     before = predict_counts(api.url)
     rate, seconds = 10.0, 20.0
     result = load.run_load(spec(api.url + "/predict", [load.Phase(seconds, rate=rate)],
@@ -121,7 +126,7 @@ def test_images_once_and_in_a_loop(stack, tmp_path):
         (tmp_path / "sub").mkdir(exist_ok=True)
         (tmp_path / "sub" / f"p{i}.jpg").write_bytes(encode(textured(seed=i), quality=85))
     (tmp_path / "notes.txt").write_text("not an image")
-    url = stack.production.url + "/predict"
+    url = stack.apis["production"].url + "/predict"
     once = load.run_load(spec(url, [load.Phase(None, clients=2)], load.Payloads.folder(tmp_path, seed=3)))
     assert sorted(r.input for r in once.records) == [f"sub/p{i}.jpg" for i in range(5)]
     assert once.stop_reason == "all inputs sent"
@@ -139,13 +144,13 @@ def run_cli(*args, **kw):
 def test_ramp_report_files_and_plot(stack, tmp_path):
     before = counts(stack)
     report = tmp_path / "report"
-    proc = run_cli("ramp", "--url", stack.nginx.url, "--step", "1", "--timeout", "30",
+    proc = run_cli("ramp", "--url", stack.url, "--step", "1", "--timeout", "30",
                    "--report", str(report))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((report / "summary.json").read_text())
     d = after(stack, before, summary["requests"])
     assert summary["requests"] == sum(sum(v.values()) for v in d.values())
-    assert summary["url"] == stack.nginx.url + "/api/predict"
+    assert summary["url"] == stack.url + "/api/predict"
     rows = (report / "requests.csv").read_text().splitlines()
     assert rows[0].startswith("scheduled,sent,latency,status,variant")
     assert len(rows) - 1 == summary["requests"]
@@ -154,7 +159,7 @@ def test_ramp_report_files_and_plot(stack, tmp_path):
     with Image.open(report / "load.png") as im:
         assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 400
     # The printed table names both variants with their versions.
-    assert "canary" in proc.stdout and "canary-2" in proc.stdout and "production" in proc.stdout
+    assert "canary" in proc.stdout and "v2" in proc.stdout and "production" in proc.stdout
     assert "p99" in proc.stdout and "200:" in proc.stdout
     # Not a terminal: plain progress lines (every 5 s) on stderr, not a redrawn bar.
     progress = [line for line in proc.stderr.splitlines() if "req/s" in line]
@@ -164,7 +169,7 @@ def test_ramp_report_files_and_plot(stack, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_and_prints_what_was_sent(stack, sig):
-    api = stack.production
+    api = stack.apis["production"]
     before = predict_counts(api.url)
     p = subprocess.Popen(
         [sys.executable, "-m", "gourmetgram", "load", "steady", "--url", api.url,
