@@ -56,7 +56,7 @@ def _model_path(arg: str | None) -> Path:
 
 
 def cmd_build_drift_reference(args: argparse.Namespace) -> int:
-    from app_api import drift
+    from app_api import drift, drift_reference
 
     images = Path(args.images)
     if not images.is_dir():
@@ -76,10 +76,11 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
             f"--streams {streams} is too few for --ert {ert:g}: each threshold needs about "
             f"20 simulated alarms, so at least {int(20 * ert)} streams"
         )
-    paths = drift.find_images(images)
+    paths = drift_reference.find_images(images)
     if not paths:
         raise UsageError(
-            f"--images {images} holds no images (looked for {', '.join(sorted(drift.IMAGE_SUFFIXES))})"
+            f"--images {images} holds no images (looked for "
+            f"{', '.join(sorted(drift_reference.IMAGE_SUFFIXES))})"
         )
     need = max(drift.MIN_REFERENCE, 2 * (4 * window - 1))
     if len(paths) < need:
@@ -98,7 +99,7 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
     if model.info.feature_dim is None:
         raise UsageError(f"model {model_path} gives no penultimate features; drift needs them")
     started = time.perf_counter()
-    feats, skipped = drift.features_of_images(model, paths)
+    feats, skipped = drift_reference.features_of_images(model, paths)
     for p, why in skipped[:5]:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if len(skipped) > 5:
