@@ -76,6 +76,9 @@ class DriftMonitor:
         out = {"state": self.state, "source": self.source}
         if self.detector is not None:
             ref = self.detector.reference
+            if self.source == "bootstrap":
+                # "bootstrap", or "images" when build-drift-reference --state-dir put it there.
+                out["source"] = ref.meta.get("source", "images")
             out.update(reference_samples=len(ref.features), ert=ref.ert, window=ref.window,
                        threshold=ref.stationary_threshold)
         else:
@@ -97,9 +100,10 @@ class DriftMonitor:
         self._ref_samples.set(len(reference.features))
         self._set_state("armed")
         if self.source == "bootstrap":
-            log.info("drift detection armed: reference of %d predictions bootstrapped at %s "
+            log.info("drift detection armed: reference of %d samples (%s) at %s "
                      "(ERT %g samples per worker, threshold %.4g)", len(reference.features),
-                     self.bootstrap.reference_path, reference.ert, reference.stationary_threshold)
+                     reference.meta.get("source", "images"), self.bootstrap.reference_path,
+                     reference.ert, reference.stationary_threshold)
 
     def start(self) -> None:
         self._thread.start()

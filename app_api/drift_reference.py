@@ -68,6 +68,12 @@ def features_of_images(model, paths: list[Path], batch: int = 16, max_pixels: in
     return (np.concatenate(feats) if feats else np.zeros((0, dim))), skipped
 
 
+def stored_reference_path(folder: Path, model_sha256: str) -> Path:
+    """Where an instance's state folder keeps the reference for one model: bootstrapped
+    there, or put there by ``build-drift-reference --state-dir`` (the deploy)."""
+    return Path(folder) / f"drift-reference-{model_sha256[:16]}.npz"
+
+
 class BootstrapStore:
     """One instance's bootstrapped reference for one model, on disk."""
 
@@ -75,7 +81,7 @@ class BootstrapStore:
         self.folder = Path(folder)
         self.sha256, self.dim, self.target = model_sha256, int(feature_dim), int(samples)
         key = model_sha256[:16]
-        self.reference_path = self.folder / f"drift-reference-{key}.npz"
+        self.reference_path = stored_reference_path(self.folder, model_sha256)
         self.samples_path = self.folder / f"drift-bootstrap-{key}-{self.dim}d.f32"
         self.lock_path = self.folder / f"drift-bootstrap-{key}.lock"
         self._row_bytes = 4 * self.dim

@@ -244,15 +244,17 @@ class MonitoringStack:
         self.procs.append(p)
         return p
 
-    def _drift_args(self) -> list[str]:
-        """Drift detection on, where this checkout has it (``build-drift-reference``):
-        a reference from 80 colour fields, so the noise traffic drifts. Without it the
-        drift metrics are absent and the allow-list in test_live_stack.py applies."""
-        if importlib.util.find_spec("gourmetgram.commands.drift") is None:
-            return []
+    # Production bootstraps its drift reference from its first predictions (the default
+    # when no reference is configured); the canary loads one that build-drift-reference
+    # made from generated colour fields, so the noise traffic drifts against it.
+    BOOTSTRAP_SAMPLES = 80
+    REFERENCE_IMAGES = 80
+    DRIFT_ENV = {"FOOD11_DRIFT_ERT": "100", "FOOD11_DRIFT_CALIBRATION_STREAMS": "2000"}
+
+    def _drift_args(self) -> dict[str, list[str]]:
         images = self.tmp / "drift-images"
         images.mkdir()
-        for seed in range(80):
+        for seed in range(self.REFERENCE_IMAGES):
             textured((160, 120), seed=100 + seed).save(images / f"{seed}.jpg")
         ref = self.tmp / "drift-reference.npz"
         build = self._proc("build-drift-reference", [
@@ -261,7 +263,8 @@ class MonitoringStack:
             "--ert", "100", "--streams", "2000"])
         if build.popen.wait(300) != 0:
             raise RuntimeError(f"build-drift-reference failed:\n{build.log()[-3000:]}")
-        return ["--drift-reference", str(ref)]
+        return {"production": ["--drift-bootstrap-samples", str(self.BOOTSTRAP_SAMPLES)],
+                "canary": ["--drift-reference", str(ref)]}
 
     def start(self) -> MonitoringStack:
         s, tmp = self.stack, self.tmp
@@ -285,7 +288,7 @@ class MonitoringStack:
         api_args = self._drift_args()
         for variant, port in s.api_ports.items():
             self.apis.append(ApiServer(tmp, self.model, variant=variant, port=port,
-                                       extra_args=api_args))
+                                       extra_args=api_args[variant], env=self.DRIFT_ENV))
         nginx_prefix = tmp / "nginx"
         nginx_prefix.mkdir()
         (nginx_prefix / "nginx.conf").write_text(
@@ -339,6 +342,8 @@ class MonitoringStack:
         'canary_weight',
         'ALERTS{alertname="Failed requests", alertstate="firing"}',
         'count(canary_analysis_check_p_value{job="canary-analysis"}) >= 4',
+        # Production's reference is bootstrapped from its first 80 predictions.
+        'count(drift_detector_state{state="armed"} == 1) == 2',
     )
 
     def warm_up(self, timeout: float = 150.0) -> MonitoringStack:

@@ -235,3 +235,43 @@ def test_bad_bootstrap_settings_are_refused(monkeypatch, env, message):
         monkeypatch.setenv(k, v)
     with pytest.raises(ValidationError, match=message):
         ApiSettings()
+
+
+def test_build_drift_reference_into_a_state_folder_arms_the_instance(tmp_path, demo_model, capsys):
+    """What the deploy runs with drift_reference_images: the reference lands in the
+    instance's state folder under the model's sha256, where a worker finds it."""
+    from app_api.hashing import sha256_of
+    from app_api.model import load_model
+    from gourmetgram.cli import main as cli_main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(80):
+        dish(95_000 + i).save(images / f"{i}.jpg")
+    state = tmp_path / "state" / "production"
+    args = ["build-drift-reference", "--images", str(images), "--state-dir", str(state),
+            "--model", str(demo_model), "--device", "cpu", "--ert", "50", "--streams", "1000",
+            "--keep-existing"]
+    assert cli_main(args) == 0
+    info = load_model(demo_model, device="cpu").info
+    store = BootstrapStore(state, info.sha256, info.feature_dim, 200)
+    ref = store.load()
+    assert ref is not None and ref.meta["source"] == "images" and len(ref.features) == 80
+    monitor = DriftMonitor(("stateimg", "v1"), 10, bootstrap=store, build=small_build)
+    assert monitor.state == "armed" and monitor.status()["source"] == "images"
+    capsys.readouterr()
+    assert cli_main(args) == 0
+    assert f"kept {store.reference_path}" in capsys.readouterr().out
+    assert sha256_of(demo_model)[:16] in store.reference_path.name
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "give one of --out FILE or --state-dir FOLDER"),
+    (["--out", "x.npz", "--state-dir", "d"], "give one of --out FILE or --state-dir FOLDER"),
+])
+def test_build_drift_reference_needs_one_destination(tmp_path, capsys, extra, message):
+    from gourmetgram.cli import main as cli_main
+
+    (tmp_path / "images").mkdir()
+    assert cli_main(["build-drift-reference", "--images", str(tmp_path / "images"), *extra]) == 2
+    assert message in capsys.readouterr().err
