@@ -23,8 +23,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-deps:
+# Grafana's dashboard schema for tests/grafana/test_dashboard_schema.py: pinned versions
+# from the lockfile (npm ci), installed once; the tests download nothing.
+SCHEMA_DIR := tests/grafana/schema
+
+deps: $(SCHEMA_DIR)/node_modules/.installed
 	bash scripts/install-test-deps.sh
+
+$(SCHEMA_DIR)/node_modules/.installed: $(SCHEMA_DIR)/package-lock.json
+	npm ci --prefix $(SCHEMA_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
 
 test: deps venv
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ from pyinfra import host
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from gourmetgram.deploy import state_ops  # noqa: E402
+from gourmetgram.deploy import drift_images, state_ops  # noqa: E402
 from gourmetgram.deploy.plan import plan_host  # noqa: E402
 from gourmetgram.host.stack import StackDataError  # noqa: E402
 
@@ -47,6 +47,7 @@ if "gpu" in roles:
 restart_inputs = role("install").apply(plan).restart_inputs if "install" in roles else []
 if "systemd" in roles:
     role("systemd").apply(plan, restart_inputs)
+    drift_images.apply(plan)
 for name in ("nginx", "prometheus", "grafana", "firewall"):
     if name in roles:
         role(name).apply(plan)

@@ -4,8 +4,8 @@
 Its settings: every service on the container's own loopback address (127.0.0.2 unless
 ``GOURMETGRAM_LOCAL_NAME``/``GOURMETGRAM_VAR`` pick another machine), the controller's
 pip sources, no GPU detection (a container cannot load a driver), no firewall (it shares the
-controller's network), and Grafana skipped unless ``GOURMETGRAM_LOCAL_GRAFANA=1``
-(its APT repository is often unreachable from build machines).
+controller's network). Grafana is installed where its APT repository is reachable from
+the container; where it is not, the deploy says so in one line and goes on.
 """
 
 import json
@@ -37,5 +37,4 @@ local_target = [(_t["address"], {
     "torch_cpu_index_url": "",
     "nvidia_gpu": "no",
     "firewall": False,
-    "install_grafana": os.environ.get("GOURMETGRAM_LOCAL_GRAFANA") == "1",
 })]

@@ -33,17 +33,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import math
-import queue
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 FORMAT = "gourmetgram-drift-reference"
 FORMAT_VERSION = 1
@@ -307,6 +302,12 @@ class DriftReference:
             )
 
 
+def load_for_model(path: Path, sha256: str, feature_dim: int | None) -> DriftReference:
+    ref = DriftReference.load(path)
+    ref.check_model(sha256, feature_dim, str(path))
+    return ref
+
+
 def build_reference(
     features: np.ndarray,
     *,
@@ -427,146 +428,3 @@ class OnlineMMD:
         if alarm:
             self.reset()
         return float(stat), thr, bool(alarm)
-
-
-# ---------------------------------------------------------------- the API's worker
-
-
-class DriftMonitor:
-    """Consumes features off the request path: ``submit`` (the feature sink) never
-    blocks; a full queue drops the sample and counts it. One per API worker."""
-
-    def __init__(self, reference: DriftReference, labels: tuple[str, str], queue_size: int,
-                 seed: int | None = None):
-        from app_api import metrics
-
-        self.m = metrics
-        self.detector = OnlineMMD(reference, seed=seed)
-        self.labels = labels
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
-        self._stop = object()
-        self._samples = self.m.DRIFT_SAMPLES.labels(*labels)
-        self._dropped = self.m.DRIFT_DROPPED.labels(*labels)
-        self._events = self.m.DRIFT_EVENTS.labels(*labels)
-        self._stat = self.m.DRIFT_TEST_STAT.labels(*labels)
-        self.m.DRIFT_THRESHOLD.labels(*labels).set(reference.stationary_threshold)
-        self.m.DRIFT_ENABLED.labels(*labels).set(1)
-        # Children created up front, so every series shows 0 before the first sample.
-        self._samples.inc(0)
-        self._dropped.inc(0)
-        self._events.inc(0)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(self._stop)
-                break
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                except queue.Empty:
-                    pass
-        self._thread.join(timeout)
-
-    def submit(self, features: np.ndarray) -> None:
-        # A copy, so a queued row does not keep its whole batch's array alive.
-        try:
-            self.queue.put_nowait(np.array(features, dtype=np.float32))
-        except queue.Full:
-            self._dropped.inc()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is self._stop:
-                return
-            if not np.isfinite(item).all():
-                # NaN/inf would poison the window for W samples: not tested, counted.
-                self._dropped.inc()
-                continue
-            try:
-                stat, _, alarm = self.detector.update(item)
-            except Exception:  # noqa: BLE001 - a bad sample must not stop monitoring
-                log.exception("drift update failed; sample skipped")
-                continue
-            self._samples.inc()
-            self._stat.observe(stat)
-            if alarm:
-                self._events.inc()
-
-
-def load_for_model(path: Path, sha256: str, feature_dim: int | None) -> DriftReference:
-    ref = DriftReference.load(path)
-    ref.check_model(sha256, feature_dim, str(path))
-    return ref
-
-
-def start_monitor(settings, info) -> DriftMonitor | None:
-    """The API worker's drift monitor, or None (drift off, said in the log and in
-    ``drift_enabled``). A reference for another model, or a corrupt one, raises
-    ``DriftReferenceError``: the API refuses to start rather than monitor wrongly."""
-    from app_api import metrics
-
-    labels = (settings.variant, info.version)
-    if settings.drift_reference is None:
-        metrics.DRIFT_ENABLED.labels(*labels).set(0)
-        log.info("drift detection off: no drift reference configured (FOOD11_DRIFT_REFERENCE)")
-        return None
-    ref = load_for_model(settings.drift_reference, info.sha256, info.feature_dim)
-    monitor = DriftMonitor(ref, labels, settings.drift_queue_size)
-    monitor.start()
-    log.info(
-        "drift detection on: reference %s (%d reference + %d calibration samples, %s to %d-d, "
-        "window %d, ERT %g samples per worker, threshold %.4g)",
-        settings.drift_reference, len(ref.ref_idx), len(ref.cal_idx), ref.meta.get("projection"),
-        ref.proj_matrix.shape[1], ref.window, ref.ert, ref.stationary_threshold,
-    )
-    return monitor
-
-
-# ---------------------------------------------------------------- building from images
-
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".jfif"}
-)
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files at any depth (by suffix, case-insensitive), in a stable order."""
-    return sorted(
-        p for p in Path(folder).rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def features_of_images(model, paths: list[Path], batch: int = 16, max_pixels: int = 40_000_000):
-    """(features (N, D), skipped [(path, why)]): the serving preprocessing and forward
-    pass, so the reference sees exactly what the API will see."""
-    from app_api.preprocess import BadInput, open_image, prepare
-
-    pp = model.info.preprocessing
-    feats, skipped, pending = [], [], []
-
-    def flush():
-        if pending:
-            _, f = model.infer(np.stack(pending))
-            if f is None:
-                raise DriftReferenceError("this model gives no penultimate features")
-            feats.append(f)
-            pending.clear()
-
-    for p in paths:
-        try:
-            pending.append(prepare(open_image(p.read_bytes(), max_pixels), pp))
-        except (BadInput, OSError) as e:
-            skipped.append((p, str(e)))
-            continue
-        if len(pending) >= batch:
-            flush()
-    flush()
-    dim = model.info.feature_dim or 0
-    return (np.concatenate(feats) if feats else np.zeros((0, dim))), skipped

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app_api import metrics
 from app_api.batching import Batcher
-from app_api.drift import DriftReferenceError, start_monitor
+from app_api.drift import DriftReferenceError
+from app_api.drift_monitor import start_monitor
 from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
 from app_api.preprocess import BadInput, image_from_base64
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
@@ -123,7 +124,7 @@ def _resolve_model_path(settings: ApiSettings):
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     torch.set_num_threads(settings.torch_threads)
-    state: dict = {"model": None, "version": "loading"}
+    state: dict = {"model": None, "version": "loading", "drift": None}
     # Called with each prediction's features after the response is computed (drift).
     feature_sinks: list[Callable[[np.ndarray], None]] = []
 
@@ -148,6 +149,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise
         if drift is not None:
             feature_sinks.append(drift.submit)
+        state["drift"] = drift
         state["model"] = model
         state["version"] = info.version
         metrics.MODEL_INFO.labels(
@@ -234,7 +236,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def model_info():
         if state["model"] is None:
             return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
-        return {"variant": settings.variant, **state["model"].info.as_dict()}
+        drift = state["drift"]
+        return {"variant": settings.variant, **state["model"].info.as_dict(),
+                "drift": drift.status() if drift is not None else {"state": "off"}}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint():

@@ -176,3 +176,24 @@ DRIFT_ENABLED = Gauge(
     VERSION_LABELS,
     multiprocess_mode="livemax",
 )
+DRIFT_STATES = ("off", "bootstrapping", "armed")
+DRIFT_STATE = Gauge(
+    "drift_detector_state",
+    "1 for the drift detector's state: off, bootstrapping (collecting the first predictions "
+    "as its reference) or armed (testing every prediction).",
+    (*VERSION_LABELS, "state"),
+    multiprocess_mode="livemax",
+)
+DRIFT_REFERENCE_SAMPLES = Gauge(
+    "drift_reference_samples",
+    "Samples in the drift reference: collected so far while bootstrapping, then its size.",
+    VERSION_LABELS,
+    multiprocess_mode="livemax",
+)
+DRIFT_ERT = Gauge(
+    "drift_ert_samples",
+    "The reference's expected run time between false alarms, in samples per worker: "
+    "drift_events_total / drift_samples_total is about 1 / this without drift.",
+    VERSION_LABELS,
+    multiprocess_mode="livemax",
+)

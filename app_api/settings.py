@@ -3,11 +3,14 @@ EnvironmentFile) with the ``FOOD11_`` prefix, so one code base serves every vari
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app_api.drift import MIN_REFERENCE
 
 VARIANT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -38,15 +41,54 @@ class ApiSettings(BaseSettings):
     metrics_dir: Path | None = Field(
         None, description="prometheus_client multiprocess directory; emptied at start."
     )
-    drift_reference: Path | None = None
+    drift_reference: Path | None = Field(
+        None, description="Reference built by build-drift-reference; empty: bootstrap one."
+    )
+    drift_bootstrap_samples: int = Field(
+        200, ge=0, le=100_000,
+        description="Without drift_reference: the first N predictions become the reference "
+        "(half reference set, half calibration pool); 0 turns drift detection off.",
+    )
+    drift_ert: float = Field(
+        300, ge=2, le=1e7, description="Bootstrapped reference: samples between false alarms."
+    )
+    drift_window: int = Field(10, ge=2, le=1000)
+    drift_calibration_streams: int = Field(20_000, ge=1000, le=10_000_000)
     drift_queue_size: int = Field(1024, ge=1)
+    state_dir: Path | None = Field(
+        None, description="This instance's persistent state (the bootstrapped drift "
+        "reference), shared by its workers; empty: a folder under the temp dir."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     timeout: int = Field(60, ge=5, description="gunicorn worker timeout, seconds.")
 
-    @field_validator("model", "drift_reference", "metrics_dir", mode="before")
+    @field_validator("model", "drift_reference", "metrics_dir", "state_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("", None) else v
+
+    @model_validator(mode="after")
+    def _bootstrap_fits_the_window(self):
+        # The calibration simulates streams of 4W-1 samples from the held-out half.
+        need = max(MIN_REFERENCE, 2 * (4 * self.drift_window - 1))
+        if self.drift_reference is None and 0 < self.drift_bootstrap_samples < need:
+            raise ValueError(
+                f"drift_bootstrap_samples must be 0 (off) or at least {need} for a window "
+                f"of {self.drift_window}, got {self.drift_bootstrap_samples}"
+            )
+        if self.drift_calibration_streams < 20 * self.drift_ert:
+            raise ValueError(
+                f"drift_calibration_streams must be at least 20 x drift_ert "
+                f"({int(20 * self.drift_ert)}), got {self.drift_calibration_streams}"
+            )
+        return self
+
+    @property
+    def drift_state_dir(self) -> Path:
+        """Where the bootstrapped reference lives (FOOD11_STATE_DIR on a host)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        return Path(tempfile.gettempdir()) / f"gourmetgram-state-{self.variant}-{self.port}"
 
 
 DEFAULT_DEMO_MODEL = Path.home() / ".cache" / "gourmetgram" / "demo-model.pt"

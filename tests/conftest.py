@@ -15,6 +15,13 @@ os.environ["PYTHONPATH"] = str(REPO_ROOT) + (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _api_state_dir(tmp_path_factory):
+    """In-process apps (TestClient) keep bootstrapped drift state in the session's temp
+    folder, never in a shared one left over from an earlier run."""
+    os.environ["FOOD11_STATE_DIR"] = str(tmp_path_factory.mktemp("api-state"))
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     from app_api.demo_model import build_demo_model

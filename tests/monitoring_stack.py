@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from gourmetgram.canary.routing.analysis_settings import AnalysisSettings
 from PIL import Image
 
-from gourmetgram.canary.analysis_settings import AnalysisSettings
 from gourmetgram.canary.rollout import AnalysisMetrics, Controller
 from gourmetgram.host.layout import HostLayout
 from gourmetgram.host.stack import StackConfig, load_stack
@@ -39,7 +39,12 @@ TEST_THRESHOLDS = {
     "instance_down_for": "0s",
     "latency_p95_seconds": 0.0001,
     "latency_p95_for": "0s",
-    "drift_events_per_10m": 0,
+    "server_error_ratio_above": 0,
+    "server_errors_min_requests": 0,
+    "server_errors_for": "0s",
+    "drift_window": "1m",
+    "drift_alarm_rate_factor": 0,
+    "drift_min_samples": 0,
     "drift_for": "0s",
     "canary_min_requests": 0,
     "canary_error_ratio_factor": 0,
@@ -237,12 +242,17 @@ class MonitoringStack:
         self.procs.append(p)
         return p
 
-    def _drift_args(self) -> list[str]:
-        """Drift detection on (``build-drift-reference``): a reference from 80 colour
-        fields, so the noise traffic drifts."""
+    # Production bootstraps its drift reference from its first predictions (the default
+    # when no reference is configured); the canary loads one that build-drift-reference
+    # made from generated colour fields, so the noise traffic drifts against it.
+    BOOTSTRAP_SAMPLES = 80
+    REFERENCE_IMAGES = 80
+    DRIFT_ENV = {"FOOD11_DRIFT_ERT": "100", "FOOD11_DRIFT_CALIBRATION_STREAMS": "2000"}
+
+    def _drift_args(self) -> dict[str, list[str]]:
         images = self.tmp / "drift-images"
         images.mkdir()
-        for seed in range(80):
+        for seed in range(self.REFERENCE_IMAGES):
             textured((160, 120), seed=100 + seed).save(images / f"{seed}.jpg")
         ref = self.tmp / "drift-reference.npz"
         build = self._proc("build-drift-reference", [
@@ -251,7 +261,8 @@ class MonitoringStack:
             "--ert", "100", "--streams", "2000"])
         if build.popen.wait(300) != 0:
             raise RuntimeError(f"build-drift-reference failed:\n{build.log()[-3000:]}")
-        return ["--drift-reference", str(ref)]
+        return {"production": ["--drift-bootstrap-samples", str(self.BOOTSTRAP_SAMPLES)],
+                "canary": ["--drift-reference", str(ref)]}
 
     def start(self) -> MonitoringStack:
         s, tmp = self.stack, self.tmp
@@ -275,7 +286,7 @@ class MonitoringStack:
         api_args = self._drift_args()
         for variant, port in s.api_ports.items():
             self.apis.append(ApiServer(tmp, self.model, variant=variant, port=port,
-                                       extra_args=api_args))
+                                       extra_args=api_args[variant], env=self.DRIFT_ENV))
         nginx_prefix = tmp / "nginx"
         nginx_prefix.mkdir()
         (nginx_prefix / "nginx.conf").write_text(
@@ -324,6 +335,8 @@ class MonitoringStack:
         'canary_weight',
         'ALERTS{alertname="Failed requests", alertstate="firing"}',
         'count(canary_analysis_check_p_value{job="canary-analysis"}) >= 4',
+        # Production's reference is bootstrapped from its first 80 predictions.
+        'count(drift_detector_state{state="armed"} == 1) == 2',
     )
 
     def warm_up(self, timeout: float = 150.0) -> MonitoringStack:

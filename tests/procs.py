@@ -111,7 +111,9 @@ class ApiServer:
             "--model", str(model), "--workers", str(workers), "--device", "cpu",
             "--metrics-dir", str(metrics_dir), *(extra_args or []),
         ]
-        self.proc = Proc(argv, tmp / f"api-{variant}-{self.port}.log", env=child_env(**(env or {})))
+        # Each instance its own state (the bootstrapped drift reference), unless told.
+        env = {"FOOD11_STATE_DIR": str(tmp / f"state-{variant}-{self.port}"), **(env or {})}
+        self.proc = Proc(argv, tmp / f"api-{variant}-{self.port}.log", env=child_env(**env))
 
     def wait_ready(self, timeout: float = 90.0) -> ApiServer:
         self.proc.wait_http(self.url + "/readyz", timeout)

@@ -30,6 +30,8 @@ OPTION_ENV = (
     ("max_batch", "FOOD11_MAX_BATCH"),
     ("metrics_dir", "FOOD11_METRICS_DIR"),
     ("drift_reference", "FOOD11_DRIFT_REFERENCE"),
+    ("drift_bootstrap_samples", "FOOD11_DRIFT_BOOTSTRAP_SAMPLES"),
+    ("state_dir", "FOOD11_STATE_DIR"),
 )
 
 
@@ -142,6 +144,12 @@ def register(sub) -> None:
         help="turn drift detection on with this reference, made by build-drift-reference "
         "(FOOD11_DRIFT_REFERENCE; see docs/drift.md)",
     )
+    s.add_argument(
+        "--drift-bootstrap-samples", type=int,
+        help="without a reference, the first N predictions become one; 0: drift off "
+        "(FOOD11_DRIFT_BOOTSTRAP_SAMPLES, default 200)",
+    )
+    s.add_argument("--state-dir", help="where the bootstrapped reference is kept (FOOD11_STATE_DIR)")
     s.add_argument(
         "--allow-pickle",
         action="store_true",

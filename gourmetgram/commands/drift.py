@@ -56,16 +56,19 @@ def _model_path(arg: str | None) -> Path:
 
 
 def cmd_build_drift_reference(args: argparse.Namespace) -> int:
-    from app_api import drift
+    from app_api import drift, drift_reference
 
     images = Path(args.images)
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
-    out = Path(args.out)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name such as drift-reference.npz")
-    if not out.parent.exists():
-        raise UsageError(f"--out: folder {out.parent} does not exist")
+    if (args.out is None) == (args.state_dir is None):
+        raise UsageError("give one of --out FILE or --state-dir FOLDER")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a file name such as drift-reference.npz")
+        if not out.parent.exists():
+            raise UsageError(f"--out: folder {out.parent} does not exist")
     ert = _ert(args.ert)
     window = _positive_int("--window", args.window, 2, 1000)
     seed = _positive_int("--seed", args.seed, 0, 2**32 - 1)
@@ -76,10 +79,11 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
             f"--streams {streams} is too few for --ert {ert:g}: each threshold needs about "
             f"20 simulated alarms, so at least {int(20 * ert)} streams"
         )
-    paths = drift.find_images(images)
+    paths = drift_reference.find_images(images)
     if not paths:
         raise UsageError(
-            f"--images {images} holds no images (looked for {', '.join(sorted(drift.IMAGE_SUFFIXES))})"
+            f"--images {images} holds no images (looked for "
+            f"{', '.join(sorted(drift_reference.IMAGE_SUFFIXES))})"
         )
     need = max(drift.MIN_REFERENCE, 2 * (4 * window - 1))
     if len(paths) < need:
@@ -88,9 +92,17 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
             f"{need} (a few hundred to a few thousand give a sharper detector)"
         )
 
+    from app_api.hashing import sha256_of
     from app_api.model import ModelLoadError, load_model
 
     model_path = _model_path(args.model)
+    if args.state_dir is not None:
+        sha = sha256_of(model_path)
+        out = drift_reference.stored_reference_path(Path(args.state_dir), sha)
+        if out.exists() and args.keep_existing:
+            print(f"kept {out}: a reference for model sha256 {sha[:12]} is there")
+            return 0
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
         model = load_model(model_path, allow_pickle=args.allow_pickle, device=args.device)
     except ModelLoadError as e:
@@ -98,7 +110,7 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
     if model.info.feature_dim is None:
         raise UsageError(f"model {model_path} gives no penultimate features; drift needs them")
     started = time.perf_counter()
-    feats, skipped = drift.features_of_images(model, paths)
+    feats, skipped = drift_reference.features_of_images(model, paths)
     for p, why in skipped[:5]:
         print(f"skipped {p}: {why}", file=sys.stderr)
     if len(skipped) > 5:
@@ -116,7 +128,7 @@ def cmd_build_drift_reference(args: argparse.Namespace) -> int:
             dim=dim,
             seed=seed,
             n_streams=streams,
-            extra_meta={"images": len(feats), "skipped": len(skipped),
+            extra_meta={"source": "images", "images": len(feats), "skipped": len(skipped),
                         "model_path": str(model_path)},
         )
     except drift.DriftReferenceError as e:
@@ -142,7 +154,11 @@ def register(sub) -> None:
         "expected run time between false alarms is --ert samples. See docs/drift.md.",
     )
     b.add_argument("--images", required=True, help="folder of in-distribution images")
-    b.add_argument("--out", required=True, help="output file, e.g. drift-reference.npz")
+    b.add_argument("--out", help="output file, e.g. drift-reference.npz (FOOD11_DRIFT_REFERENCE)")
+    b.add_argument("--state-dir", help="or: an API instance's FOOD11_STATE_DIR; the reference "
+                   "is stored there under the model's sha256 and the instance arms with it")
+    b.add_argument("--keep-existing", action="store_true",
+                   help="with --state-dir: do nothing if a reference for this model is there")
     b.add_argument("--model", help="model file (default: FOOD11_MODEL, else the demo model)")
     b.add_argument("--allow-pickle", action="store_true", help="as for serve-api")
     b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -45,6 +45,30 @@ class UnmetRequirements(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
+class UrlReachable(FactBase):
+    """Whether the host can fetch ``url`` within ``timeout`` seconds (curl, else wget,
+    else a bare TCP connect to the URL's host and port with bash)."""
+
+    def command(self, url: str, timeout: int = 5):
+        return reachability_command(url, timeout)
+
+    def process(self, output):
+        return "reachable" in output
+
+
+def reachability_command(url: str, timeout: int = 5) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    q, t = shlex.quote(url), int(timeout)
+    tcp = shlex.quote(f"exec 3<>/dev/tcp/{parts.hostname}/{port}")
+    return (f"if command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null --max-time {t} {q}; "
+            f"elif command -v wget >/dev/null 2>&1; then wget -q -O /dev/null -T {t} -t 1 {q}; "
+            f"else timeout {t} bash -c {tcp}; fi >/dev/null 2>&1 "
+            "&& echo reachable || echo unreachable")
+
+
 class PythonVersion(FactBase):
     def command(self):
         return "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"

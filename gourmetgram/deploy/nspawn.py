@@ -358,7 +358,8 @@ def smoke_and_report(m: Machine) -> int:
                   f"{(res.stdout or res.stderr).strip()[:200]}")
             ok = ok and res.returncode == 0
     grafana = m.ssh("systemctl is-active grafana-server", check=False).stdout.strip() == "active"
-    grafana_url = public + "/grafana/" if grafana else "not installed here (install_grafana=False)"
+    grafana_url = (public + "/grafana/" if grafana else
+                   "not installed (its APT repository unreachable, or install_grafana=False)")
     print(f"""
 GourmetGram stack on the local target (container gourmetgram-{m.name}):
   web app          {public}/

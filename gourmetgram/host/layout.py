@@ -54,6 +54,19 @@ class HostLayout:
         return self.state_dir / "models"
 
     @property
+    def drift_root(self) -> Path:
+        """One folder per variant (FOOD11_STATE_DIR): its drift references, by model."""
+        return self.state_dir / "drift"
+
+    def drift_dir(self, variant: str) -> Path:
+        return self.drift_root / variant
+
+    @property
+    def drift_images_dir(self) -> Path:
+        """The deploy's copy of ``drift_reference_images`` (folder or unpacked archive)."""
+        return self.state_dir / "drift-images"
+
+    @property
     def history_file(self) -> Path:
         """One JSON line per canary change (who reads it: ``canary status``, analysis)."""
         return self.state_dir / "canary-history.jsonl"
@@ -81,7 +94,8 @@ class HostLayout:
     def template_data(self) -> dict[str, str]:
         """Paths for the templates (all as strings), under the key ``layout``."""
         data = {k: str(v) for k, v in asdict(self).items()}
-        for name in ("stack_json", "models_dir", "gourmetgram_bin", "canary_prom", "last_applied"):
+        for name in ("stack_json", "models_dir", "gourmetgram_bin", "canary_prom", "last_applied",
+                     "drift_root"):
             data[name] = str(getattr(self, name))
         return data
 

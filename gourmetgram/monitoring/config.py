@@ -40,6 +40,8 @@ class Thresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    predict_selector: str = Field(pattern=r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"')
+    filesystem_selector: str = Field(pattern=r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"')
     lab_group_interval: str = Duration
     failed_requests_per_second: float = Field(ge=0)
     failed_requests_for: str = Duration
@@ -48,7 +50,12 @@ class Thresholds(BaseModel):
     instance_down_for: str = Duration
     latency_p95_seconds: float = Field(gt=0)
     latency_p95_for: str = Duration
-    drift_events_per_10m: float = Field(ge=0)
+    server_error_ratio_above: float = Share
+    server_errors_min_requests: int = Field(ge=0)
+    server_errors_for: str = Duration
+    drift_window: str = Duration
+    drift_alarm_rate_factor: float = Field(ge=0)
+    drift_min_samples: int = Field(ge=0)
     drift_for: str = Duration
     canary_min_requests: int = Field(ge=0)
     canary_error_ratio_factor: float = Field(ge=0)

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gourmetgram.host.render import REPO_ROOT
-from gourmetgram.monitoring.config import PROMETHEUS_DATASOURCE_UID
+from gourmetgram.monitoring.config import PROMETHEUS_DATASOURCE_UID, load_thresholds
 
 DASHBOARDS_DIR = REPO_ROOT / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": PROMETHEUS_DATASOURCE_UID}
-API = 'job="food11", handler="/predict"'
-FS = 'fstype!~"tmpfs|ramfs|squashfs|overlay|nsfs|fuse.*"'
+# The alerts' thresholds and selectors (prometheus/thresholds.yml): a panel's red line is
+# where its alert fires, and it reads the same series.
+LIMITS = load_thresholds()
+API = LIMITS.predict_selector
+FS = LIMITS.filesystem_selector
 
 
 @dataclass
@@ -89,7 +92,8 @@ def _panel_json(p: P, pid: int, x: int, y: int) -> dict:
             },
             "overrides": [],
         },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True,
+                               "calcs": []},
                     **p.options},
         "targets": [
             {
@@ -156,9 +160,10 @@ def _avg(metric: str, window: str = "1m", sel: str = 'job="food11"') -> str:
             f"sum by (variant) (rate({metric}_count{{{sel}}}[{window}]))")
 
 
-ON_OFF = [{"type": "value", "options": {
+DRIFT_STATE = [{"type": "value", "options": {
     "0": {"text": "OFF", "color": "red", "index": 0},
-    "1": {"text": "ON", "color": "green", "index": 1},
+    "1": {"text": "BOOTSTRAPPING", "color": "yellow", "index": 1},
+    "2": {"text": "ARMED", "color": "green", "index": 2},
 }}]
 UP_DOWN = [{"type": "value", "options": {
     "0": {"text": "DOWN", "color": "red", "index": 0},
@@ -175,14 +180,27 @@ SERVICE = Dashboard(
           w=18, h=4, table=True),
         P("Average request duration (ms)",
           [T(f"1000 * {_avg('http_request_duration_seconds', sel=API)}", "{{variant}}")], unit="ms"),
-        P("Request duration quantiles", _quantiles(API), unit="s"),
+        P("Request duration quantiles", _quantiles(API), unit="s",
+          thresholds=[(LIMITS.latency_p95_seconds, "red")],
+          description=f"HighPredictLatency fires when p95 (5 m) is above "
+                      f"{LIMITS.latency_p95_seconds:g} s."),
         P("Requests per second",
           [T(f"sum by (variant, status) (rate(http_requests_total{{{API}}}[1m]))",
              "{{variant}} {{status}}")], unit="reqps"),
         P("Failed requests per second",
           [T(f'sum by (variant, status) (rate(http_requests_total{{{API}, status=~"4xx|5xx"}}[1m]))',
-             "{{variant}} {{status}}")], unit="reqps", thresholds=[(20, "red")],
-          description="The lab's alert fires above 20/s (all variants) for 1 minute."),
+             "{{variant}} {{status}}")], unit="reqps",
+          thresholds=[(LIMITS.failed_requests_per_second, "red")],
+          description=f"4xx and 5xx, as in the lab: its alert fires above "
+                      f"{LIMITS.failed_requests_per_second:g}/s (all variants) for "
+                      f"{LIMITS.failed_requests_for}."),
+        P("Server errors (5xx) share",
+          [T("variant:food11_predict_server_error_ratio:rate5m", "5xx {{variant}}"),
+           T("variant:food11_predict_client_error_ratio:rate5m", "4xx {{variant}}")],
+          unit="percentunit", thresholds=[(LIMITS.server_error_ratio_above, "red")],
+          description=f"Share of /predict answered 5xx (server) and 4xx (client) over 5 "
+                      f"minutes; HighServerErrorRate fires on 5xx above "
+                      f"{LIMITS.server_error_ratio_above:g}."),
         P("Requests in flight", [T('sum by (variant) (http_requests_in_flight{job="food11"})',
                                    "{{variant}}")], w=8),
         P("Preprocess and inference time (ms)",
@@ -211,8 +229,9 @@ PREDICTIONS = Dashboard(
     items=[
         P("Average prediction confidence",
           [T(_avg("prediction_confidence"), "{{variant}}")], unit="percentunit",
-          thresholds=[(0.75, "transparent")],
-          description="The lab's alert fires below 0.75 (all variants) for 1 minute."),
+          thresholds=[(LIMITS.low_confidence_below, "transparent")],
+          description=f"The lab's alert fires below {LIMITS.low_confidence_below:g} (all "
+                      f"variants) for {LIMITS.low_confidence_for}."),
         P("Prediction confidence buckets over time",
           [T('sum by (variant, le) (rate(prediction_confidence_bucket{job="food11", le!="+Inf"}[1m]))',
              "{{variant}} le {{le}}")], unit="reqps"),
@@ -229,18 +248,32 @@ DRIFT = Dashboard(
     folder="Food classifier", uid="food11-drift", title="Food Classifier Drift Monitoring",
     description="Online drift detection on the features of each prediction, by variant.",
     items=[
-        P("Drift detection", [T('max by (variant) (drift_enabled{job="food11"}) '
-                                'or max by (variant) (0 * up{job="food11"})', "{{variant}}")],
-          kind="stat", w=6, h=6, mappings=ON_OFF,
-          description="OFF when drift detection is disabled in the API settings "
-                      "(or the API does not export drift_enabled)."),
+        P("Drift detector state",
+          [T('clamp_max(2 * max by (variant) (drift_detector_state{job="food11", state="armed"})'
+             ' + max by (variant) (drift_detector_state{job="food11", state="bootstrapping"}), 2)'
+             ' or max by (variant) (0 * up{job="food11"})', "{{variant}}")],
+          kind="stat", w=4, h=6, mappings=DRIFT_STATE,
+          description="ARMED: testing every prediction; BOOTSTRAPPING: collecting the first "
+                      "predictions as the reference (no drift reference configured); OFF: "
+                      "drift detection disabled (or not exported)."),
+        P("Reference samples", [T('max by (variant) (drift_reference_samples{job="food11"})',
+                                  "{{variant}}")], kind="stat", w=4, h=6,
+          description="Samples in the reference; while bootstrapping, collected so far "
+                      "(FOOD11_DRIFT_BOOTSTRAP_SAMPLES to go)."),
         P("Drift events per second",
           [T('sum by (variant) (rate(drift_events_total{job="food11"}[1m]))', "{{variant}}")],
-          w=18, h=6, thresholds=[(1, "red")]),
+          w=16, h=6, thresholds=[(1, "red")]),
         P("Median drift score and threshold",
           [T('histogram_quantile(0.5, sum by (variant, le) '
              '(rate(drift_test_stat_bucket{job="food11"}[1m])))', "median {{variant}}"),
            T('max by (variant) (drift_threshold{job="food11"})', "threshold {{variant}}")]),
+        P("Drift alarms per sample over the false-alarm rate",
+          [T("variant:drift_alarms_per_expected:ratio", "{{variant}}")],
+          thresholds=[(LIMITS.drift_alarm_rate_factor, "red")],
+          description=f"Alarms per tested sample over {LIMITS.drift_window}, times the "
+                      f"detector's ERT: about 1 without drift at any traffic. DriftDetected "
+                      f"fires above {LIMITS.drift_alarm_rate_factor:g} (with at least "
+                      f"{LIMITS.drift_min_samples} samples) for {LIMITS.drift_for}."),
         P("Samples checked and dropped per second",
           [T('sum by (variant) (rate(drift_samples_total{job="food11"}[1m]))', "checked {{variant}}"),
            T('sum by (variant) (rate(drift_samples_dropped_total{job="food11"}[1m]))',
@@ -332,14 +365,19 @@ CANARY = Dashboard(
              "{{variant}}")], unit="percentunit", w=9, h=6),
         P("Requests in the last 10 minutes",
           [T("variant:food11_predict_requests:increase10m", "{{variant}}")], kind="stat", w=9, h=6,
-          description="The canary alerts wait for a minimum count (prometheus/thresholds.yml)."),
-        P("Error ratio (4xx + 5xx)", [T("variant:food11_predict_error_ratio:rate5m", "{{variant}}")],
-          unit="percentunit"),
+          description=f"The canary alerts wait for {LIMITS.canary_min_requests} canary "
+                      "requests in 10 minutes (canary_min_requests)."),
+        P("Error ratios (5xx server, 4xx client)",
+          [T("variant:food11_predict_server_error_ratio:rate5m", "5xx {{variant}}"),
+           T("variant:food11_predict_client_error_ratio:rate5m", "4xx {{variant}}")],
+          unit="percentunit",
+          description="CanaryErrorRateHigher compares the 5xx ratios, "
+                      "CanaryClientErrorRateHigher the 4xx ratios."),
         P("Latency quantiles",
           [T(f"variant:food11_predict_duration_seconds:p{q}_5m", f"p{q} {{{{variant}}}}")
            for q in (50, 95, 99)], unit="s"),
         P("Average confidence", [T("variant:prediction_confidence:avg5m", "{{variant}}")],
-          unit="percentunit", thresholds=[(0.75, "transparent")]),
+          unit="percentunit", thresholds=[(LIMITS.low_confidence_below, "transparent")]),
         P("Class mix",
           [T('sum by (variant, class_name) (rate(predicted_class_total{job="food11"}[5m])) '
              '/ on (variant) group_left () '
@@ -363,11 +401,13 @@ INFRA = Dashboard(
     description="The host, the stack's services (per systemd unit), Nginx and the GPU.",
     items=[
         P("CPU busy", [T('1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[1m]))',
-                         "{{instance}}")], unit="percentunit", w=8, thresholds=[(0.9, "red")]),
+                         "{{instance}}")], unit="percentunit", w=8,
+          thresholds=[(LIMITS.host_cpu_busy_above, "red")]),
         P("Memory used", [T("node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes", "used"),
                           T("node_memory_MemTotal_bytes", "total")], unit="bytes", w=8),
         P("Disk free", [T(f"node_filesystem_avail_bytes{{{FS}}} / node_filesystem_size_bytes{{{FS}}}",
-                          "{{mountpoint}}")], unit="percentunit", w=8, thresholds=[(0.1, "red")]),
+                          "{{mountpoint}}")], unit="percentunit", w=8,
+          thresholds=[(LIMITS.host_disk_free_below, "red")]),
         P("Disk I/O", [T("sum by (device) (rate(node_disk_read_bytes_total[1m]))", "read {{device}}"),
                        T("sum by (device) (rate(node_disk_written_bytes_total[1m]))",
                          "write {{device}}")], unit="Bps", w=8),

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app_api import drift
-from app_api.drift import DriftMonitor, DriftReference, DriftReferenceError, OnlineMMD
+from app_api.drift import DriftReference, DriftReferenceError, OnlineMMD
+from app_api.drift_monitor import DriftMonitor
 
 DIM = 64
 SHA = "ab" * 32
@@ -238,7 +239,7 @@ def _value(name, labels):
 def test_full_queue_drops_and_counts_without_blocking(saved_reference):
     ref = DriftReference.load(saved_reference)
     labels = ("queuetest", "v1")
-    monitor = DriftMonitor(ref, labels, queue_size=4)
+    monitor = DriftMonitor(labels, 4, ref)
     release = threading.Event()
     inside = threading.Event()
     real_update = monitor.detector.update
@@ -278,7 +279,7 @@ def test_full_queue_drops_and_counts_without_blocking(saved_reference):
 def test_monitor_counts_events_and_observes_the_statistic(saved_reference):
     ref = DriftReference.load(saved_reference)
     labels = ("eventtest", "v1")
-    monitor = DriftMonitor(ref, labels, queue_size=1000)
+    monitor = DriftMonitor(labels, 1000, ref)
     monitor.start()
     xs = features(np.random.default_rng(1), 61, shift=3.0)
     xs[30, 5] = np.nan  # not tested (it would poison the window), counted as dropped

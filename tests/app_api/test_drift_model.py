@@ -206,10 +206,18 @@ def test_app_without_reference_says_drift_is_off(model, caplog):
     from app_api.main import create_app
     from app_api.settings import ApiSettings
 
-    app = create_app(ApiSettings(model=model.info.path, device="cpu", variant="nodrift"))
+    app = create_app(ApiSettings(model=model.info.path, device="cpu", variant="nodrift",
+                                 drift_bootstrap_samples=0))
     with caplog.at_level("INFO"), TestClient(app) as client:
         text = client.get("/metrics").text
-    assert "drift detection off" in caplog.text
+        assert client.get("/model").json()["drift"] == {"state": "off"}
+    assert "drift detection off" in caplog.text and "bootstrapping off" in caplog.text
+    states = {
+        s.labels["state"]: s.value for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "drift_detector_state" and s.labels["variant"] == "nodrift"
+    }
+    assert states == {"off": 1, "bootstrapping": 0, "armed": 0}
     enabled = [
         s for fam in text_string_to_metric_families(text) for s in fam.samples
         if s.name == "drift_enabled" and s.labels["variant"] == "nodrift"

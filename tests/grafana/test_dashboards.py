@@ -134,14 +134,15 @@ def test_lab_panels_and_queries_are_kept():
     drift = " ".join(t["expr"] for p in d["Food Classifier Drift Monitoring"]["panels"]
                      for t in p["targets"])
     for metric in ("drift_events_total", "drift_test_stat_bucket", "drift_threshold",
-                   "drift_samples_dropped_total", "drift_enabled"):
+                   "drift_samples_dropped_total", "drift_detector_state",
+                   "drift_reference_samples", "variant:drift_alarms_per_expected:ratio"):
         assert metric in drift
 
 
 def test_canary_dashboard_compares_variants_and_shows_the_analysis():
     canary = by_title()["Canary"]
     titles = [p["title"] for p in canary["panels"]]
-    for needed in ("Traffic weight", "Observed request share", "Error ratio (4xx + 5xx)",
+    for needed in ("Traffic weight", "Observed request share", "Error ratios (5xx server, 4xx client)",
                    "Latency quantiles", "Average confidence", "Class mix", "Firing alerts"):
         assert needed in titles
     row = titles.index("Canary analysis")
