@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gourmetgram.analysis import CHECKS
 from gourmetgram.errors import UsageError
+from gourmetgram.hostlayout import HostLayout
 
 DEFAULT_STATE_DIR = Path("/var/lib/gourmetgram/canary-analysis")
 
@@ -133,8 +134,13 @@ class AnalysisSettings(BaseSettings):
         return self.window_s or self.interval_s
 
 
-def load_settings(env_file: Path | None = None, **overrides) -> AnalysisSettings:
-    """Validated settings; any bad value is a UsageError naming the setting."""
+def load_settings(env_file: Path | None = None, layout: HostLayout | None = None,
+                  **overrides) -> AnalysisSettings:
+    """Validated settings; any bad value is a UsageError naming the setting. Without
+    ``env_file``, the host's deployed settings file (``layout.analysis_env``) is read
+    when there is one; ``CANARY_ANALYSIS_*`` variables and ``overrides`` win over files."""
+    if env_file is None and layout is not None and layout.analysis_env.is_file():
+        env_file = layout.analysis_env
     if env_file is not None and not Path(env_file).is_file():
         raise UsageError(f"settings file {env_file} does not exist")
     try:

@@ -34,6 +34,11 @@ class HostLayout:
         return self.etc_dir / "stack.json"
 
     @property
+    def analysis_env(self) -> Path:
+        """The canary analysis settings the deploy writes (read by every on-host command)."""
+        return self.etc_dir / "canary-analysis.env"
+
+    @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
 

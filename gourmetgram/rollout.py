@@ -7,7 +7,6 @@ the same code path. Prometheus unreachable pauses it without touching the weight
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import threading
@@ -18,8 +17,10 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from gourmetgram import canary
 from gourmetgram.analysis import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, judge
 from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.hostlayout import HostLayout, host_layout
 from gourmetgram.promclient import (
     PromClient,
     PrometheusQueryError,
@@ -49,39 +50,24 @@ class Actuator(Protocol):
 
 class CanaryLibraryActuator:
     """The one seam to ``gourmetgram.canary`` (the routing library): the same calls
-    that ``gourmetgram canary set/promote/rollback`` make."""
+    that ``gourmetgram canary set/promote/rollback`` make, on the given host layout
+    and service manager (a test stack passes its own)."""
 
-    def __init__(self, **library_kwargs):
-        """``library_kwargs`` (e.g. ``layout``, ``services``) go to every library call,
-        so tests can point it at a stack in a temporary folder."""
-        try:
-            from gourmetgram import canary
-        except ImportError as e:
-            raise RuntimeError("the canary routing library (gourmetgram.canary) is missing") from e
-        self.canary = canary
-        self.kw = library_kwargs
+    def __init__(self, layout: HostLayout | None = None, services: canary.Services | None = None):
+        self.layout = layout or host_layout()
+        self.services = services or canary.SystemdServices(self.layout)
 
     def weight(self) -> int:
-        st = self.canary.status(**{k: v for k, v in self.kw.items() if k == "layout"})
-        value = st.get("weight", st.get("canary_weight")) if isinstance(st, dict) else getattr(
-            st, "weight", getattr(st, "canary_weight", None))
-        return int(value)
-
-    def _call(self, fn, *args, reason: str):
-        params = inspect.signature(fn).parameters
-        kw = {k: v for k, v in self.kw.items() if k in params}
-        if "reason" in params:
-            kw["reason"] = reason
-        return fn(*args, **kw)
+        return canary.load_state(self.layout).canary_weight
 
     def set_weight(self, weight: int, reason: str) -> None:
-        self._call(self.canary.set_weight, weight, reason=reason)
+        canary.set_weight(weight, reason, layout=self.layout, services=self.services)
 
     def promote(self, reason: str) -> None:
-        self._call(self.canary.promote, reason=reason)
+        canary.promote(reason, layout=self.layout, services=self.services)
 
     def rollback(self, reason: str) -> None:
-        self._call(self.canary.rollback, reason=reason)
+        canary.rollback(reason, layout=self.layout, services=self.services)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """``gourmetgram canary analyze|run|approve``: the automated canary analysis.
 
-They join the ``canary`` command group of the routing commands when that group is
-registered first (list this module after it in COMMAND_MODULES); otherwise they make
-the group themselves.
+Part of the ``canary`` command group (``gourmetgram.commands.canary`` adds them).
+Every command reads the host's deployed settings file
+(``/etc/gourmetgram/canary-analysis.env``) unless ``--settings`` names another; flags
+override single settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from pathlib import Path
 
 from gourmetgram.errors import UsageError
+from gourmetgram.hostlayout import host_layout
 
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_UNREACHABLE = 0, 1, 3, 4
 
@@ -25,7 +27,7 @@ def _settings(args: argparse.Namespace):
     from gourmetgram.analysis_settings import load_settings
 
     return load_settings(
-        Path(args.settings) if args.settings else None,
+        Path(args.settings) if args.settings else None, layout=host_layout(),
         prometheus_url=getattr(args, "prometheus_url", None),
         interval_s=getattr(args, "interval", None),
         window_s=getattr(args, "window", None),
@@ -117,7 +119,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def _settings_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="FILE",
-                   help="env file of CANARY_ANALYSIS_* settings (see docs/analysis.md)")
+                   help="env file of CANARY_ANALYSIS_* settings (default: the deployed "
+                   "/etc/gourmetgram/canary-analysis.env; see docs/analysis.md)")
 
 
 def _positive(text: str) -> float:
@@ -150,19 +153,3 @@ def add_analysis_commands(canary_sub) -> None:
     g = canary_sub.add_parser("approve", help="let the controller promote (manual gate)")
     _settings_arg(g)
     g.set_defaults(func=cmd_approve)
-
-
-def _subparsers_of(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
-def register(sub) -> None:
-    existing = sub.choices.get("canary")
-    canary_sub = _subparsers_of(existing) if existing is not None else None
-    if canary_sub is None:
-        c = sub.add_parser("canary", help="canary analysis and rollout")
-        canary_sub = c.add_subparsers(dest="canary_command", required=True, metavar="ACTION")
-    add_analysis_commands(canary_sub)

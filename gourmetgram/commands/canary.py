@@ -1,10 +1,12 @@
-"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary."""
+"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary
+(plus the analysis commands of ``gourmetgram.commands.analysis``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from gourmetgram.commands.analysis import add_analysis_commands
 from gourmetgram.errors import UsageError
 
 
@@ -114,3 +116,5 @@ def register(sub) -> None:
     h.add_argument("--version", required=True, help="version label, e.g. 2026-11-26.1")
     h.add_argument("--reason", default="", help="recorded in the journal and history")
     h.set_defaults(func=cmd_ship)
+
+    add_analysis_commands(cs)

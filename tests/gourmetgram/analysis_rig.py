@@ -1,22 +1,12 @@
-"""A real canary set-up for the controller tests: Debian's Prometheus scraping real
-API instances every second, a real Nginx splitting /api/ between them by weight
-(reloaded, never restarted, on every change), and a threaded client driving traffic
-through Nginx.
-
-``NginxActuator`` stands in for the canary routing library's set_weight / promote /
-rollback (developed on its own branch) at the controller's one seam: it rewrites the
-upstream weights and reloads Nginx the same way. Its ``promote`` points the production
-upstream at the canary instance (the routing library restarts the production
-instance onto the canary's model instead; that path is tested with the library).
-"""
+"""Parts for the controller tests beside tests/canary_stack.py (real APIs, the
+product's Nginx site, the real routing library): Debian's Prometheus scraping the
+API instances every second, and a threaded client driving traffic through Nginx."""
 
 from __future__ import annotations
 
 import collections
-import os
 import random
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
@@ -27,7 +17,6 @@ from tests.images import b64, encode, textured
 from tests.procs import Proc, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 class PrometheusServer:
@@ -79,113 +68,6 @@ class PrometheusServer:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"Prometheus never returned {n} series for {expr}")
-
-
-class NginxSplit:
-    """Nginx with an upstream of production and canary weighted by the canary weight."""
-
-    def __init__(self, tmp: Path, production: str, canary: str):
-        self.dir = tmp / "nginx"
-        self.dir.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.production, self.canary = production, canary
-        self.weight = 0
-        self.reloads = 0
-        self.proc: Proc | None = None
-
-    def _servers(self) -> str:
-        if self.weight <= 0:
-            return f"server {self.production};"
-        if self.weight >= 100:
-            return f"server {self.canary};"
-        return (f"server {self.production} weight={100 - self.weight};\n"
-                f"    server {self.canary} weight={self.weight};")
-
-    def _write(self) -> None:
-        d = self.dir
-        conf = f"""
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  client_max_body_size 8m;
-  client_body_buffer_size 1m;
-  upstream api {{
-    {self._servers()}
-    keepalive 16;
-  }}
-  server {{
-    listen 127.0.0.1:{self.port};
-    location = /__split {{ return 200 "{self.weight} {self.production}"; }}
-    location /api/ {{
-      proxy_pass http://api/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout 60s;
-    }}
-  }}
-}}
-"""
-        tmp = d / "nginx.conf.new"
-        tmp.write_text(conf)
-        tmp.replace(d / "nginx.conf")
-
-    def _applied(self) -> bool:
-        r = requests.get(self.url + "/__split", timeout=2)
-        return r.text == f"{self.weight} {self.production}"
-
-    def start(self) -> NginxSplit:
-        self._write()
-        self.proc = Proc([NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                          "-g", "daemon off;"], self.dir / "stdout.log")
-        self.proc.wait_until(self._applied, 30, "nginx")
-        return self
-
-    def apply(self, weight: int, production: str | None = None) -> None:
-        """Rewrites the config, reloads Nginx (SIGHUP) and waits until it serves it."""
-        self.weight = weight
-        if production:
-            self.production = production
-        self._write()
-        self.reloads += 1
-        os.kill(self.proc.pid, signal.SIGHUP)
-        self.proc.wait_until(self._applied, 30, "nginx reload")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-
-class NginxActuator:
-    """The controller's actuator over ``NginxSplit`` (see the module docstring)."""
-
-    def __init__(self, nginx: NginxSplit):
-        self.nginx = nginx
-        self.events: list[tuple[str, int, str]] = []
-
-    def weight(self) -> int:
-        return self.nginx.weight
-
-    def set_weight(self, weight: int, reason: str) -> None:
-        self.events.append(("set_weight", weight, reason))
-        self.nginx.apply(weight)
-
-    def promote(self, reason: str) -> None:
-        self.events.append(("promote", 0, reason))
-        self.nginx.apply(0, production=self.nginx.canary)
-
-    def rollback(self, reason: str) -> None:
-        self.events.append(("rollback", 0, reason))
-        self.nginx.apply(0)
 
 
 def image_pool(n: int = 12, bright_every: int = 0) -> list[str]:

@@ -7,15 +7,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from tests.procs import child_env, free_port
 
 
-def cli(*args, env=None, timeout=60):
+def cli(*args, env=None, timeout=60, etc=None):
+    """The command as on a host whose /etc/gourmetgram is ``etc`` (default: an empty
+    folder, so this machine's own /etc never leaks in)."""
+    etc = etc or Path(tempfile.mkdtemp(prefix="gg-etc-"))
     return subprocess.run([sys.executable, "-m", "gourmetgram", "canary", *args],
-                          capture_output=True, text=True, timeout=timeout, env=child_env(**(env or {})))
+                          capture_output=True, text=True, timeout=timeout,
+                          env=child_env(GOURMETGRAM_ETC_DIR=str(etc), **(env or {})))
 
 
 @pytest.fixture
@@ -89,3 +95,21 @@ def test_approve_where_it_cannot_write(tmp_path):
     blocker.write_text("")
     r = cli("approve", env={"CANARY_ANALYSIS_STATE_DIR": str(blocker / "state")})
     assert r.returncode == 2 and "cannot record the approval" in r.stderr
+
+
+def test_deployed_settings_file_is_read_by_default_and_flags_override_it(tmp_path, state):
+    """On the host, plain `canary analyze` uses /etc/gourmetgram/canary-analysis.env (the
+    deployed Prometheus on the bind address), not the built-in 127.0.0.1 default."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    deployed = f"http://127.0.0.1:{free_port()}"
+    (etc / "canary-analysis.env").write_text(
+        f"CANARY_ANALYSIS_PROMETHEUS_URL={deployed}\nCANARY_ANALYSIS_STATE_DIR={state}\n")
+    r = cli("analyze", etc=etc)
+    assert r.returncode == 4 and deployed in r.stderr, r.stderr
+    other = f"http://127.0.0.1:{free_port()}"
+    r = cli("analyze", "--prometheus-url", other, etc=etc)
+    assert r.returncode == 4 and other in r.stderr and deployed not in r.stderr, r.stderr
+    (etc / "canary-analysis.env").write_text("CANARY_ANALYSIS_ALPHA=2\n")
+    r = cli("analyze", etc=etc)
+    assert r.returncode == 2 and "alpha" in r.stderr

@@ -191,33 +191,6 @@ def test_failed_rollback_is_retried_at_the_next_analysis(settings):
     assert "rollback failed" in c.history[1].reason and act.calls == [("rollback",)]
 
 
-def test_library_actuator_calls_the_canary_library_with_reasons(monkeypatch):
-    """The one seam: the adapter reads ``status()["canary_weight"]`` and passes the
-    decision's reason to set_weight/promote/rollback (a recording module stands in for
-    gourmetgram.canary, which has its own tests against real Nginx)."""
-    import types
-
-    import gourmetgram
-    from gourmetgram.rollout import CanaryLibraryActuator
-
-    calls = []
-    fake = types.ModuleType("gourmetgram.canary")
-    fake.status = lambda layout=None: {"canary_weight": 30, "variants": {}}
-    fake.set_weight = lambda weight, reason="", layout=None, services=None: calls.append(
-        ("set", weight, reason))
-    fake.promote = lambda reason="", layout=None, services=None: calls.append(("promote", reason))
-    fake.rollback = lambda reason="rollback", layout=None, services=None: calls.append(
-        ("rollback", reason))
-    monkeypatch.setitem(__import__("sys").modules, "gourmetgram.canary", fake)
-    monkeypatch.setattr(gourmetgram, "canary", fake, raising=False)
-    act = CanaryLibraryActuator()
-    assert act.weight() == 30
-    act.set_weight(40, reason="r1")
-    act.promote(reason="r2")
-    act.rollback(reason="r3")
-    assert calls == [("set", 40, "r1"), ("promote", "r2"), ("rollback", "r3")]
-
-
 class Unreadable(Recorder):
     def weight(self) -> int:
         raise OSError("stack.json: permission denied")

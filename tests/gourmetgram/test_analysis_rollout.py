@@ -1,6 +1,8 @@
-"""The controller end to end: real API instances (gunicorn + uvicorn, real models),
-Debian's Prometheus scraping them every second, real Nginx splitting the traffic,
-a threaded client driving load through Nginx, short intervals and windows.
+"""The controller end to end on the real canary stack: real API instances (gunicorn +
+uvicorn, real models), the product's Nginx site moved by the real routing library
+(gourmetgram.canary, as `gourmetgram canary set|promote|rollback` do), Debian's
+Prometheus scraping the APIs every second, a threaded client driving load through
+Nginx, short intervals and windows.
 
 Test settings relax the latency rule (tolerance 100 %, +0.5 s): this 2-core machine
 runs other test suites at the same time, so one instance can be slower for reasons
@@ -14,22 +16,27 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from gourmetgram import canary
 from gourmetgram.analysis import FAIL, PASS
 from gourmetgram.analysis_settings import AnalysisSettings
-from gourmetgram.rollout import ADVANCE, HOLD, PAUSE, PROMOTE, ROLLBACK, Controller
-from tests.gourmetgram.analysis_rig import (
-    NginxActuator,
-    NginxSplit,
-    PrometheusServer,
-    Traffic,
-    image_pool,
+from gourmetgram.rollout import (
+    ADVANCE,
+    HOLD,
+    PAUSE,
+    PROMOTE,
+    ROLLBACK,
+    CanaryLibraryActuator,
+    Controller,
 )
-from tests.procs import ApiServer, child_env
+from tests.canary_stack import CanaryStack
+from tests.gourmetgram.analysis_rig import PrometheusServer, Traffic, image_pool
+from tests.procs import child_env
 
 pytestmark = pytest.mark.slow
 INTERVAL = 4.0
@@ -51,9 +58,10 @@ class Faulty(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def apis(tmp_path_factory, demo_model):
-    """Production and the three canaries, started together (their start-up overlaps)."""
-    tmp = tmp_path_factory.mktemp("apis")
+def models(tmp_path_factory, demo_model) -> dict[str, Path]:
+    """Model files for the canary: the demo model, random weights, and the demo model
+    failing on near-white inputs."""
+    tmp = tmp_path_factory.mktemp("models")
     from app_api.demo_model import build_architecture
     from app_api.model import build_mobilenet_v2
 
@@ -67,38 +75,29 @@ def apis(tmp_path_factory, demo_model):
     traced = torch.jit.trace(net.eval(), torch.zeros(1, 3, 224, 224))
     faulty_model = tmp / "faulty.pt"
     torch.jit.script(Faulty(traced, 1.2)).save(str(faulty_model))
-
-    servers = {
-        "production": ApiServer(tmp, demo_model, "production"),
-        "good": ApiServer(tmp, demo_model, "canary", extra_args=["--model-version", "demo-2"]),
-        "random": ApiServer(tmp, random_model, "canary", extra_args=["--model-version", "random-1"]),
-        "faulty": ApiServer(tmp, faulty_model, "canary", extra_args=["--model-version", "faulty-1"]),
-    }
-    try:
-        for s in servers.values():
-            s.wait_ready(180)
-        yield servers
-    finally:
-        for s in servers.values():
-            s.stop()
+    return {"good": demo_model, "random": random_model, "faulty": faulty_model}
 
 
 @pytest.fixture
-def rig(tmp_path, apis):
-    """``rig(canary_name)`` -> (prometheus, nginx, actuator); all stopped at teardown."""
+def rig(tmp_path, models):
+    """``rig(canary_name)`` -> (stack, prometheus, actuator): the canary stack of
+    tests/canary_stack.py (real APIs, the product's Nginx site, the routing library)
+    with that canary model, and Prometheus scraping both APIs; stopped at teardown."""
     started = []
 
-    def make(canary: str):
-        prod, can = apis["production"], apis[canary]
-        prom = PrometheusServer(tmp_path, {"production": f"127.0.0.1:{prod.port}",
-                                           "canary": f"127.0.0.1:{can.port}"})
+    def make(canary: str, **overrides):
+        data = {"models": {"production": {"path": str(models["good"]), "version": "v1"},
+                           "canary": {"path": str(models[canary]), "version": f"{canary}-2"}},
+                "scrape_interval": "1s", **overrides}
+        stack = CanaryStack(tmp_path / "stack", models["good"], **data)
+        started.append(stack)
+        stack.start()
+        ports = stack.stack.api_ports
+        prom = PrometheusServer(tmp_path, {v: f"127.0.0.1:{p}" for v, p in ports.items()})
         started.append(prom)
         prom.start()
-        nginx = NginxSplit(tmp_path, f"127.0.0.1:{prod.port}", f"127.0.0.1:{can.port}")
-        started.append(nginx)
-        nginx.start()
         prom.wait_for_series('up{job="food11"} == 1', 2)
-        return prom, nginx, NginxActuator(nginx)
+        return stack, prom, CanaryLibraryActuator(layout=stack.layout, services=stack.services)
 
     yield make
     for p in reversed(started):
@@ -138,41 +137,50 @@ def verdicts(decision) -> dict[str, str]:
     return {ch.check: ch.verdict for ch in decision.checks}
 
 
+def weight(stack: CanaryStack) -> int:
+    return canary.load_state(stack.layout).canary_weight
+
+
+def changes(stack: CanaryStack) -> list[tuple[str, int]]:
+    """The routing library's history: (action, weight) per change."""
+    lines = stack.layout.history_file.read_text().splitlines()
+    return [(e["action"], e["canary_weight"]) for e in map(json.loads, lines)]
+
+
 def test_good_canary_is_stepped_up_and_promoted_without_failed_requests(rig, traffic, tmp_path):
-    prom, nginx, act = rig("good")
-    load = traffic(nginx.url, image_pool(), clients=3)
+    stack, prom, act = rig("good")
+    load = traffic(stack.url, image_pool(), clients=3)
     c = Controller(settings_for(prom, tmp_path), act)
     c.run(max_steps=12)
     print(show(c))
     assert c.history[-1].action == PROMOTE, show(c)
-    assert [e[:2] for e in act.events] == [("set_weight", 25), ("set_weight", 50), ("promote", 0)]
+    assert changes(stack) == [("set", 25), ("set", 50), ("promote-drain", 100), ("promote", 0)]
     assert not any(FAIL in verdicts(d).values() for d in c.history), show(c)
     promoted = c.history[-1]
     assert verdicts(promoted)["error_rate"] == PASS and verdicts(promoted)["class_mix"] == PASS
-    # After promotion the production route serves the canary's model.
-    before = load.counts[("canary", 200)]
-    deadline = time.monotonic() + 20
-    while load.counts[("canary", 200)] < before + 5 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # After promotion production serves the canary's model, restarted onto it.
+    st = canary.status(layout=stack.layout)
+    assert st["canary_weight"] == 0
+    assert st["variants"]["production"]["served_version"] == "good-2"
+    assert "canary analysis: all checks passed" in stack.layout.history_file.read_text()
     load.stop()
     assert load.failures == [], load.failures[:5]
-    assert load.counts[("canary", 200)] >= before + 5
-    assert load.counts[("production", 200)] > 0
+    assert load.counts[("canary", 200)] > 0 and load.counts[("production", 200)] > 0
 
 
 def test_prometheus_down_pauses_and_resumes(rig, traffic, tmp_path):
-    prom, nginx, act = rig("good")
-    load = traffic(nginx.url, image_pool(), clients=3)
+    stack, prom, act = rig("good")
+    load = traffic(stack.url, image_pool(), clients=3)
     c = Controller(settings_for(prom, tmp_path), act)
-    assert c.step().action == ADVANCE and nginx.weight == 25
+    assert c.step().action == ADVANCE and weight(stack) == 25
     prom.stop()
-    reloads = nginx.reloads
+    reloads = stack.services.calls.count("reload")
     for _ in range(2):
         time.sleep(INTERVAL)
         d = c.step()
         assert d.action == PAUSE, show(c)
         assert "cannot read Prometheus" in d.reason
-    assert nginx.weight == 25 and nginx.reloads == reloads and len(act.events) == 1
+    assert weight(stack) == 25 and stack.services.calls.count("reload") == reloads
     prom.start()
     stop = threading.Event()
     c.run(stop, max_steps=12)
@@ -185,18 +193,18 @@ def test_prometheus_down_pauses_and_resumes(rig, traffic, tmp_path):
 
 
 def test_random_weights_canary_is_rolled_back_though_http_looks_healthy(rig, traffic, tmp_path):
-    prom, nginx, act = rig("random")
+    stack, prom, act = rig("random")
     s = settings_for(prom, tmp_path)
-    load = traffic(nginx.url, image_pool(), clients=3)
+    load = traffic(stack.url, image_pool(), clients=3)
 
     # First, one judgement from the CLI at a fixed 50 %: it reports, it changes nothing.
-    nginx.apply(50)
-    reloads = nginx.reloads
+    stack.set_weight(50)
+    reloads = stack.services.calls.count("reload")
     time.sleep(11)
     r = subprocess.run(
         [sys.executable, "-m", "gourmetgram", "canary", "analyze", "--json", "--window", "10"],
         capture_output=True, text=True, timeout=60,
-        env=child_env(**{f"CANARY_ANALYSIS_{k.upper()}": str(v) for k, v in {
+        env=child_env(**stack.cli_env(), **{f"CANARY_ANALYSIS_{k.upper()}": str(v) for k, v in {
             "prometheus_url": prom.url, "state_dir": tmp_path / "cli-state",
             "confidence_min_requests": 15, "class_mix_min_requests": 15,
             "error_rate_min_requests": 15, "latency_min_requests": 15,
@@ -206,15 +214,15 @@ def test_random_weights_canary_is_rolled_back_though_http_looks_healthy(rig, tra
     out = {ch["check"]: ch for ch in json.loads(r.stdout)["checks"]}
     assert out["confidence"]["verdict"] == FAIL and out["class_mix"]["verdict"] == FAIL
     assert out["error_rate"]["verdict"] == PASS
-    assert nginx.weight == 50 and nginx.reloads == reloads and act.events == []
+    assert weight(stack) == 50 and stack.services.calls.count("reload") == reloads
 
-    nginx.apply(0)
+    stack.set_weight(0)
     c = Controller(s, act)
     c.run(max_steps=12)
     print(show(c))
     load.stop()
     assert c.history[-1].action == ROLLBACK, show(c)
-    assert nginx.weight == 0 and act.events[-1][0] == "rollback"
+    assert weight(stack) == 0 and changes(stack)[-1] == ("rollback", 0)
     failing = [d for d in c.history if FAIL in verdicts(d).values()]
     assert len(failing) == 2
     for d in failing:
@@ -225,21 +233,21 @@ def test_random_weights_canary_is_rolled_back_though_http_looks_healthy(rig, tra
 
 
 def test_canary_with_errors_is_rolled_back(rig, traffic, tmp_path):
-    prom, nginx, act = rig("faulty")
-    load = traffic(nginx.url, image_pool(bright_every=3), clients=3)
+    stack, prom, act = rig("faulty")
+    load = traffic(stack.url, image_pool(bright_every=3), clients=3)
     c = Controller(settings_for(prom, tmp_path, checks=("error_rate", "latency")), act)
     c.run(max_steps=12)
     print(show(c))
     load.stop()
     assert c.history[-1].action == ROLLBACK, show(c)
     assert "error_rate" in c.history[-1].reason
-    assert nginx.weight == 0
+    assert weight(stack) == 0
     assert load.failures and all(f.startswith("500") for f in load.failures), load.failures[:10]
 
 
 def test_low_traffic_is_inconclusive_and_never_rolled_back(rig, traffic, tmp_path):
-    prom, nginx, act = rig("faulty")
-    load = traffic(nginx.url, image_pool(bright_every=2), clients=1, pause_s=0.8)
+    stack, prom, act = rig("faulty")
+    load = traffic(stack.url, image_pool(bright_every=2), clients=1, pause_s=0.8)
     c = Controller(settings_for(prom, tmp_path), act)
     c.run(max_steps=6)
     print(show(c))
@@ -247,5 +255,5 @@ def test_low_traffic_is_inconclusive_and_never_rolled_back(rig, traffic, tmp_pat
     actions = [d.action for d in c.history]
     assert actions == [ADVANCE] + [HOLD] * 5, show(c)
     assert all(d.reason.startswith("inconclusive") for d in c.history[1:]), show(c)
-    assert nginx.weight == 25 and [e[0] for e in act.events] == ["set_weight"]
+    assert weight(stack) == 25 and changes(stack) == [("set", 25)]
     assert any(f.startswith("500") for f in load.failures)  # the canary did fail requests
