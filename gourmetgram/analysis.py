@@ -1,4 +1,4 @@
-"""The canary analysis's statistical checks, as pure functions of per-variant window
+"""The canary analysis's model and HTTP checks, as pure functions of per-variant window
 counts (what Prometheus's ``increase()`` gives over the analysis window).
 
 Every check compares the canary with production and answers ``pass``, ``fail``,
@@ -32,7 +32,6 @@ def _stats():
 
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "pass", "fail", "inconclusive", "skipped"
-CHECKS = ("error_rate", "latency", "confidence", "class_mix", "drift")
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,12 @@ class VariantWindow:
     classes: dict[str, float] | None = None
     drift_events: float | None = None
     drift_samples: float | None = None
+    # Availability (gourmetgram.availability): share of scrapes up, systemd restarts,
+    # Nginx's tries and failed tries on this variant's server.
+    up: float | None = None
+    restarts: float | None = None
+    upstream_tries: float | None = None
+    upstream_failures: float | None = None
 
 
 @dataclass
@@ -383,27 +388,3 @@ def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: floa
     else:
         verdict, why = PASS, "no significant increase in drift events"
     return CheckResult(name, verdict, why, c_rate, p_rate, p)
-
-
-def judge(canary: VariantWindow, production: VariantWindow, settings) -> list[CheckResult]:
-    """Runs the enabled checks with their settings (``AnalysisSettings``)."""
-    s = settings
-    runners = {
-        "error_rate": lambda: error_rate_check(
-            canary, production, alpha=s.alpha, min_requests=s.error_rate_min_requests,
-            min_increase=s.error_rate_min_increase),
-        "latency": lambda: latency_check(
-            canary, production, alpha=s.alpha, min_requests=s.latency_min_requests,
-            quantiles=s.latency_quantiles, tolerance=s.latency_tolerance,
-            min_increase_s=s.latency_min_increase_s),
-        "confidence": lambda: confidence_check(
-            canary, production, alpha=s.alpha, min_requests=s.confidence_min_requests,
-            max_drop=s.confidence_max_drop),
-        "class_mix": lambda: class_mix_check(
-            canary, production, alpha=s.alpha, min_requests=s.class_mix_min_requests,
-            min_divergence=s.class_mix_min_divergence),
-        "drift": lambda: drift_check(
-            canary, production, alpha=s.alpha, min_requests=s.drift_min_requests,
-            min_increase=s.drift_min_increase),
-    }
-    return [runners[c]() for c in s.checks]

@@ -24,11 +24,11 @@ from gourmetgram.analysis import (
     histogram_mean_var,
     histogram_quantile,
     jensen_shannon,
-    judge,
     latency_check,
     mann_whitney_binned,
 )
 from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.judge import judge
 
 ALPHA = 0.01
 LAT_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
