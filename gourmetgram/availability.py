@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import math
 
-from gourmetgram.analysis import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, VariantWindow, _stats
+from gourmetgram.analysis import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SKIPPED,
+    CheckResult,
+    VariantWindow,
+    fisher_greater,
+)
 
 
 def up_check(canary: VariantWindow, production: VariantWindow, *,
@@ -74,7 +82,7 @@ def upstream_errors_check(canary: VariantWindow, production: VariantWindow, *, a
         return CheckResult(name, INCONCLUSIVE, f"too few Nginx tries: canary {cn}, "
                            f"production {pn}, need {min_requests} each")
     c_rate, p_rate = cf / cn, pf / pn
-    p = float(_stats().fisher_exact([[cf, cn - cf], [pf, pn - pf]], alternative="greater").pvalue)
+    p = fisher_greater(cf, cn, pf, pn)
     if p < alpha and c_rate - p_rate > min_increase:
         return CheckResult(name, FAIL, f"Nginx failed {c_rate:.1%} of its tries on the canary",
                            c_rate, p_rate, p)
@@ -103,7 +111,9 @@ def sample_ratio_check(canary: VariantWindow, production: VariantWindow, *, alph
                            f"too few requests: {n:.0f} in all, need {min_requests}")
     exp_c, exp_p = n * expected_share, n * (1 - expected_share)
     chi2 = (c - exp_c) ** 2 / exp_c + (p - exp_p) ** 2 / exp_p
-    two_sided = float(_stats().chi2.sf(chi2, 1))
+    from scipy.special import chdtrc  # on first use, as in gourmetgram.analysis
+
+    two_sided = float(chdtrc(1, chi2))
     pval = two_sided / 2 if c < exp_c else 1 - two_sided / 2
     share = c / n
     details = {"chi2": chi2, "canary_requests": c, "production_requests": p}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gourmetgram.commands.analysis import add_analysis_commands
+from gourmetgram.commands.analysis import add_analysis_commands, controller_lines
 from gourmetgram.errors import UsageError
 
 
@@ -51,6 +51,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if st["last_change"]:
             last = st["last_change"]
             print(f"last change: {last['action']} ({last.get('reason') or '-'})")
+        for line in controller_lines():
+            print(line)
     bad = [n for n, v in st["variants"].items() if not v["ready"]]
     return 1 if bad else 0
 
