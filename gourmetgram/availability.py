@@ -40,11 +40,11 @@ def up_check(canary: VariantWindow, production: VariantWindow, *,
         return CheckResult(name, INCONCLUSIVE,
                            "no up series for the canary: Prometheus is not scraping it")
     down = 1.0 - canary.up
-    prod_down = None if production.up is None else 1.0 - production.up
     if down > max_down_share:
         return CheckResult(name, FAIL, f"canary down in {down:.0%} of scrapes",
-                           down, prod_down)
-    return CheckResult(name, PASS, f"canary up in {canary.up:.0%} of scrapes", down, prod_down)
+                           canary.up, production.up)
+    return CheckResult(name, PASS, f"canary up in {canary.up:.0%} of scrapes",
+                       canary.up, production.up)
 
 
 def restarts_check(canary: VariantWindow, production: VariantWindow, *,
@@ -67,7 +67,8 @@ def restarts_check(canary: VariantWindow, production: VariantWindow, *,
 def upstream_errors_check(canary: VariantWindow, production: VariantWindow, *, alpha: float,
                           min_requests: int, min_increase: float) -> CheckResult:
     """Nginx's failed tries (connection error, timeout, 502/503/504) per try, canary
-    against production: one-sided Fisher exact test, like the error rate."""
+    against production: one-sided Fisher exact test, like the error rate; production
+    needs ``min_requests`` tries, the canary one."""
     name = "upstream_errors"
     if canary.upstream_tries is None and production.upstream_tries is None:
         return CheckResult(name, SKIPPED, "no Nginx upstream counts (mtail not scraped)")
@@ -77,10 +78,12 @@ def upstream_errors_check(canary: VariantWindow, production: VariantWindow, *, a
         return CheckResult(name, INCONCLUSIVE, "no data (NaN upstream counts)")
     cn, pn = round(cn), round(pn)
     cf, pf = min(round(cf), cn), min(round(pf), pn)
-    # A canary whose every try fails still needs judging: count its tries, not its answers.
-    if cn < min_requests or pn < min_requests:
+    # Nginx's passive health check takes a failing server out after two failed tries,
+    # so a dead canary gets only a few: judged on those (Fisher is exact at any count),
+    # with production's tries as the baseline that needs the minimum.
+    if cn < 1 or pn < min_requests:
         return CheckResult(name, INCONCLUSIVE, f"too few Nginx tries: canary {cn}, "
-                           f"production {pn}, need {min_requests} each")
+                           f"production {pn}, need 1 and {min_requests}")
     c_rate, p_rate = cf / cn, pf / pn
     p = fisher_greater(cf, cn, pf, pn)
     if p < alpha and c_rate - p_rate > min_increase:

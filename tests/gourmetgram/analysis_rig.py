@@ -5,8 +5,10 @@ API instances every second, and a threaded client driving traffic through Nginx.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -14,15 +16,19 @@ from pathlib import Path
 import requests
 
 from tests.images import b64, encode, textured
-from tests.procs import Proc, free_port
+from tests.procs import REPO_ROOT, Proc, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+MTAIL = shutil.which("mtail") or "/usr/bin/mtail"
 
 
 class PrometheusServer:
     """Debian's Prometheus with a 1 s scrape of job ``food11`` (label ``variant``)."""
 
-    def __init__(self, tmp: Path, targets: dict[str, str], scrape_s: float = 1.0):
+    def __init__(self, tmp: Path, targets: dict[str, str], scrape_s: float = 1.0,
+                 jobs: dict[str, str] | None = None):
+        """``targets``: variant -> API address (job food11); ``jobs``: other job name ->
+        address (mtail, canary-analysis)."""
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -33,10 +39,15 @@ class PrometheusServer:
         )
         self.config = tmp / "prometheus.yml"
         every = f"{round(scrape_s * 1000)}ms"
+        others = "".join(
+            f"  - job_name: {job}\n    scrape_timeout: {every}\n"
+            f"    static_configs:\n      - targets: ['{addr}']\n"
+            for job, addr in (jobs or {}).items()
+        )
         self.config.write_text(
             f"global:\n  scrape_interval: {every}\n  evaluation_interval: {every}\n"
             f"scrape_configs:\n  - job_name: food11\n    scrape_timeout: {every}\n"
-            f"    static_configs:\n{statics}\n"
+            f"    static_configs:\n{statics}\n{others}"
         )
         self.proc: Proc | None = None
         self.starts = 0
@@ -133,3 +144,55 @@ class Traffic:
     def total(self) -> int:
         with self.lock:
             return sum(self.counts.values())
+
+
+class Mtail:
+    """Debian's mtail running the product's program (nginx/mtail/) over the stack's
+    Nginx access log, as the deploy runs it."""
+
+    def __init__(self, tmp: Path, access_log: Path):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.proc = Proc([MTAIL, "--progs", str(REPO_ROOT / "nginx" / "mtail"), "--logs",
+                          str(access_log), "--address", "127.0.0.1", "--port", str(self.port),
+                          "--logtostderr", "--poll_interval", "250ms"], tmp / "mtail.log")
+        self.proc.wait_http(f"http://{self.addr}/metrics", timeout=30)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class CrashLoop:
+    """The canary API crash-looping as under systemd's Restart=: killed (SIGKILL), started
+    again, killed again a second after it is ready, until stopped."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.stop_event = threading.Event()
+        self.kills = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            api = self.stack.apis["canary"]
+            os.killpg(api.proc.pid, signal.SIGKILL)
+            api.proc.stop()
+            self.kills += 1
+            self.stack.apis["canary"] = api = self.stack._api("canary")
+            deadline = time.monotonic() + 60
+            while not self.stop_event.is_set() and time.monotonic() < deadline:
+                try:
+                    if requests.get(api.url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                self.stop_event.wait(0.2)
+            self.stop_event.wait(1.0)
+
+    def start(self) -> CrashLoop:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(90)

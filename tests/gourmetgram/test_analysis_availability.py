@@ -43,7 +43,10 @@ def tries(n, failed):
     (tries(50, 20), tries(500, 0), FAIL),  # a hanging canary: every 2nd-3rd try times out
     (tries(50, 1), tries(500, 10), PASS),  # the same rate as production
     (tries(50, 2), tries(500, 0), PASS),  # 4 % failed tries: under the 5-point tolerance
-    (tries(10, 10), tries(500, 0), INCONCLUSIVE),  # too few tries to judge
+    (tries(2, 2), tries(500, 0), FAIL),  # taken out by Nginx after two failed tries
+    (tries(1, 1), tries(50, 0), PASS),  # one failed try: not significant
+    (tries(0, 0), tries(500, 0), INCONCLUSIVE),  # no tries on the canary
+    (tries(10, 10), tries(10, 0), INCONCLUSIVE),  # too little production baseline
     (tries(float("nan"), 0), tries(500, 0), INCONCLUSIVE),
 ])
 def test_upstream_errors(canary, production, verdict):

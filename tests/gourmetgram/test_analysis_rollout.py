@@ -12,6 +12,8 @@ unrelated to its model; the latency rule itself is tested in test_analysis_stats
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,18 +27,21 @@ from torch import nn
 from gourmetgram import canary
 from gourmetgram.analysis import FAIL, PASS
 from gourmetgram.analysis_settings import AnalysisSettings
+from gourmetgram.commands.analysis import upstreams_of
 from gourmetgram.rollout import (
     ADVANCE,
     HOLD,
     PAUSE,
     PROMOTE,
     ROLLBACK,
+    AnalysisMetrics,
     CanaryLibraryActuator,
     Controller,
+    request_start,
 )
 from tests.canary_stack import CanaryStack
-from tests.gourmetgram.analysis_rig import PrometheusServer, Traffic, image_pool
-from tests.procs import child_env
+from tests.gourmetgram.analysis_rig import CrashLoop, Mtail, PrometheusServer, Traffic, image_pool
+from tests.procs import Proc, child_env, free_port
 
 pytestmark = pytest.mark.slow
 INTERVAL = 4.0
@@ -85,18 +90,21 @@ def rig(tmp_path, models):
     with that canary model, and Prometheus scraping both APIs; stopped at teardown."""
     started = []
 
-    def make(canary: str, **overrides):
+    def make(canary: str, jobs: dict[str, str] | None = None, **overrides):
         data = {"models": {"production": {"path": str(models["good"]), "version": "v1"},
                            "canary": {"path": str(models[canary]), "version": f"{canary}-2"}},
                 "scrape_interval": "1s", **overrides}
         stack = CanaryStack(tmp_path / "stack", models["good"], **data)
         started.append(stack)
         stack.start()
+        mtail = Mtail(tmp_path, stack.layout.nginx_log_dir / "gourmetgram-access.log")
+        started.append(mtail)
         ports = stack.stack.api_ports
-        prom = PrometheusServer(tmp_path, {v: f"127.0.0.1:{p}" for v, p in ports.items()})
+        prom = PrometheusServer(tmp_path, {v: f"127.0.0.1:{p}" for v, p in ports.items()},
+                                jobs={"mtail": mtail.addr, **(jobs or {})})
         started.append(prom)
         prom.start()
-        prom.wait_for_series('up{job="food11"} == 1', 2)
+        prom.wait_for_series('up{job=~"food11|mtail"} == 1', 3)
         return stack, prom, CanaryLibraryActuator(layout=stack.layout, services=stack.services)
 
     yield make
@@ -123,10 +131,17 @@ def settings_for(prom: PrometheusServer, tmp_path, **kw) -> AnalysisSettings:
         prometheus_url=prom.url, interval_s=INTERVAL, window_s=12, step_weight=25, max_weight=50,
         failed_checks_threshold=2, state_dir=tmp_path / "state", metrics_port=0,
         error_rate_min_requests=12, latency_min_requests=12, confidence_min_requests=12,
-        class_mix_min_requests=12, drift_min_requests=12,
-        latency_tolerance=1.0, latency_min_increase_s=0.5,
+        class_mix_min_requests=12, drift_min_requests=12, sample_ratio_min_requests=12,
+        upstream_min_requests=12, latency_tolerance=1.0, latency_min_increase_s=0.5,
+        scrape_interval_s=1,
     )
     return AnalysisSettings(**(base | kw))
+
+
+def controller(stack: CanaryStack, s: AnalysisSettings, act, **kw) -> Controller:
+    """The controller as `gourmetgram canary run` builds it (Nginx's upstream addresses
+    from the stack data, for the upstream_errors check)."""
+    return Controller(s, act, upstreams=upstreams_of(stack.stack), **kw)
 
 
 def show(c: Controller) -> str:
@@ -150,7 +165,7 @@ def changes(stack: CanaryStack) -> list[tuple[str, int]]:
 def test_good_canary_is_stepped_up_and_promoted_without_failed_requests(rig, traffic, tmp_path):
     stack, prom, act = rig("good")
     load = traffic(stack.url, image_pool(), clients=3)
-    c = Controller(settings_for(prom, tmp_path), act)
+    c = controller(stack, settings_for(prom, tmp_path), act)
     c.run(max_steps=12)
     print(show(c))
     assert c.history[-1].action == PROMOTE, show(c)
@@ -257,3 +272,136 @@ def test_low_traffic_is_inconclusive_and_never_rolled_back(rig, traffic, tmp_pat
     assert all(d.reason.startswith("inconclusive") for d in c.history[1:]), show(c)
     assert weight(stack) == 25 and changes(stack) == [("set", 25)]
     assert any(f.startswith("500") for f in load.failures)  # the canary did fail requests
+
+
+def fast(prom, tmp_path, **kw) -> AnalysisSettings:
+    """Window = interval = 4 scrape intervals: the shortest the controller accepts."""
+    return settings_for(prom, tmp_path, window_s=INTERVAL, **kw)
+
+
+def rolled_back_within(c: Controller, since: float, intervals: int) -> float:
+    rollback = next(d for d in c.history if d.action == ROLLBACK)
+    took = rollback.at - since
+    assert took <= intervals * INTERVAL, f"rolled back after {took:.1f} s\n{show(c)}"
+    return took
+
+
+def test_crash_looping_canary_is_rolled_back_within_3_intervals_without_failed_requests(
+        rig, traffic, tmp_path):
+    """It records no 5xx (it is dead most of the time; Nginx retries its requests on
+    production): the model checks see too few requests, `up` and the share see it."""
+    stack, prom, act = rig("good")
+    load = traffic(stack.url, image_pool(), clients=3)
+    c = controller(stack, fast(prom, tmp_path), act)
+    assert c.step().action == ADVANCE and weight(stack) == 25
+    crashing = CrashLoop(stack).start()
+    since = time.time()
+    try:
+        c.run(max_steps=6)
+    finally:
+        crashing.stop()
+    print(show(c))
+    load.stop()
+    took = rolled_back_within(c, since, 3)
+    print(f"crash loop: rolled back {took:.1f} s after the first crash, {crashing.kills} kills")
+    assert weight(stack) == 0 and changes(stack)[-1] == ("rollback", 0)
+    failed = {ch.check for d in c.history for ch in d.checks if ch.verdict == FAIL}
+    assert "up" in failed, show(c)
+    assert load.failures == [], load.failures[:5]
+
+
+def test_hanging_canary_is_rolled_back_within_3_intervals_without_failed_requests(
+        rig, traffic, tmp_path):
+    """Frozen (SIGSTOP): connections are accepted, nothing answers. Nginx's read timeout
+    (2 s here) retries on production; the scrape times out; mtail counts the timeouts."""
+    stack, prom, act = rig("good", api_timeout_seconds=2)
+    load = traffic(stack.url, image_pool(), clients=3)
+    c = controller(stack, fast(prom, tmp_path), act)
+    assert c.step().action == ADVANCE and weight(stack) == 25
+    canary_pid = stack.apis["canary"].proc.pid
+    os.killpg(canary_pid, signal.SIGSTOP)
+    since = time.time()
+    try:
+        c.run(max_steps=6)
+    finally:
+        os.killpg(canary_pid, signal.SIGCONT)
+    print(show(c))
+    load.stop()
+    took = rolled_back_within(c, since, 3)
+    print(f"hang: rolled back {took:.1f} s after the canary froze")
+    assert weight(stack) == 0
+    failed = {ch.check for d in c.history for ch in d.checks if ch.verdict == FAIL}
+    assert failed & {"up", "upstream_errors", "sample_ratio"}, show(c)
+    assert load.failures == [], load.failures[:5]
+
+
+def test_always_on_controller_is_scraped_idle_and_rolls_out_on_start(rig, traffic, tmp_path):
+    """The unit's loop on the real stack: its metrics target is up while idle (a fresh
+    deploy), `canary start` begins a rollout, a restart mid-rollout resumes it, and
+    the canary is promoted."""
+    metrics_port = free_port()
+    stack, prom, act = rig("good", jobs={"canary-analysis": f"127.0.0.1:{metrics_port}"})
+    s = settings_for(prom, tmp_path, metrics_port=metrics_port)
+    load = traffic(stack.url, image_pool(), clients=3)
+
+    def serve():
+        m = AnalysisMetrics()
+        m.serve("127.0.0.1", metrics_port)
+        c = controller(stack, s, act, metrics=m)
+        stop = threading.Event()
+        t = threading.Thread(target=c.serve, args=(stop, stack.layout.history_file),
+                             kwargs={"poll_s": 0.5}, daemon=True)
+        t.start()
+        return c, m, stop, t
+
+    c, m, stop, t = serve()
+    try:
+        prom.wait_for_series('up{job="canary-analysis"} == 1', 1)
+        prom.wait_for_series('canary_analysis_phase{phase="idle"} == 1', 1)
+        assert weight(stack) == 0 and c.history == []
+        request_start(s, "test")
+        deadline = time.monotonic() + 60
+        while c.state.steps < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert weight(stack) == 25
+    finally:
+        stop.set()
+        t.join(30)
+        m.close()
+    assert json.loads((s.state_dir / "rollout.json").read_text())["phase"] == "running"
+    c, m, stop, t = serve()  # the unit restarted: the rollout goes on from 25 %
+    try:
+        deadline = time.monotonic() + 120
+        while not any(d.action == PROMOTE for d in c.history) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(60)
+        m.close()
+    print(show(c))
+    load.stop()
+    assert c.history[-1].action == PROMOTE, show(c)
+    assert c.history[0].weight_before == 25, show(c)  # resumed at 25 %, not from 0
+    assert [d.action for d in c.history].count(ADVANCE) == 1, show(c)  # 25 -> 50
+    assert changes(stack)[-1] == ("promote", 0) and c.state.phase == "idle"
+    assert load.failures == [], load.failures[:5]
+
+
+def test_canary_run_command_serves_its_metrics_while_idle(rig, tmp_path):
+    """`gourmetgram canary run` as the unit runs it, with the deployed settings file:
+    idle, and its scrape target up, before any canary is shipped."""
+    metrics_port = free_port()
+    stack, prom, _ = rig("good", jobs={"canary-analysis": f"127.0.0.1:{metrics_port}"})
+    stack.layout.analysis_env.write_text(
+        f"CANARY_ANALYSIS_PROMETHEUS_URL={prom.url}\nCANARY_ANALYSIS_METRICS_HOST=127.0.0.1\n"
+        f"CANARY_ANALYSIS_METRICS_PORT={metrics_port}\n"
+        f"CANARY_ANALYSIS_STATE_DIR={tmp_path / 'cli-state'}\nCANARY_ANALYSIS_INTERVAL_S=4\n")
+    proc = Proc([sys.executable, "-m", "gourmetgram", "canary", "run"], tmp_path / "run.log",
+                env=child_env(**stack.cli_env()))
+    try:
+        prom.wait_for_series('up{job="canary-analysis"} == 1', 1)
+        prom.wait_for_series('canary_analysis_phase{phase="idle"} == 1', 1)
+        assert weight(stack) == 0
+    finally:
+        proc.stop()
+    assert "idle until a canary is shipped" in proc.log_path.read_text()
