@@ -17,7 +17,6 @@ COMMAND_MODULES = (
     "gourmetgram.commands.load",
     "gourmetgram.commands.canary",
     "gourmetgram.commands.smoke",
-    "gourmetgram.commands.analysis",
 )
 
 

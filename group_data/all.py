@@ -46,6 +46,12 @@ grafana_port = 3000
 # The canary analysis controller's canary_analysis_* metrics (gourmetgram-canary-controller,
 # CANARY_ANALYSIS_METRICS_PORT), scraped as job "canary-analysis"; on bind_address only.
 canary_analysis_port = 9310
+# mtail's metrics (Nginx's upstream tries and failures per API server, from the access
+# log: the canary analysis's upstream_errors check), scraped as job "mtail".
+mtail_port = 3903
+# The always-on controller starts a rollout by itself when a canary is shipped; False
+# leaves shipping, shifting and promoting to a person (gourmetgram canary start still works).
+canary_auto_rollout = True
 scrape_interval = "15s"
 prometheus_retention = "15d"
 # Where Alertmanager posts alerts (a webhook receiver, e.g. a chat bridge); "" keeps them

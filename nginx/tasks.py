@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyinfra import host
+from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -15,8 +17,10 @@ from gourmetgram.canary.routing import weight_metric_text
 from gourmetgram.deploy.ops import install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.host import configs as hostconfig
+from gourmetgram.host.render import render
 
 HARDENING = Path(__file__).with_name("hardening.conf")
+MTAIL_PROGRAM = Path(__file__).with_name("mtail") / "gourmetgram.mtail"
 
 
 def apply(plan: HostPlan) -> None:
@@ -47,3 +51,22 @@ def apply(plan: HostPlan) -> None:
     systemd.service(name="Reload Nginx (its site changed)", service="nginx", reloaded=True,
                     _if=any_changed(site))
     systemd.service(name="Enable and start Nginx", service="nginx", running=True, enabled=True)
+    apply_mtail(plan)
+
+
+def apply_mtail(plan: HostPlan) -> None:
+    """Debian's mtail turns the site's access log into per-upstream tries and failures
+    (the canary analysis's upstream_errors check), on the bind address only."""
+    install_stopped("mtail", ["mtail"])
+    groups = host.get_fact(Command, command="id -nG mtail 2>/dev/null || true") or ""
+    if "adm" not in groups.split():
+        server.shell(name="Let mtail read Nginx's logs (group adm)", commands=["usermod -aG adm mtail"])
+    files.directory(name="Create /etc/mtail", path="/etc/mtail", mode="755")
+    program = files.put(name="Install the mtail program for the GourmetGram access log",
+                        src=str(MTAIL_PROGRAM), dest="/etc/mtail/gourmetgram.mtail", mode="644")
+    defaults = put_text("Set mtail's log, address and port (/etc/default/mtail)",
+                        render("nginx/mtail.default.j2", hostconfig.template_data(plan.stack, plan.layout)),
+                        "/etc/default/mtail", mode="644")
+    systemd.service(name="Restart mtail (its program or settings changed)", service="mtail",
+                    restarted=True, _if=any_changed(program, defaults))
+    systemd.service(name="Enable and start mtail", service="mtail", running=True, enabled=True)

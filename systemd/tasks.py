@@ -1,8 +1,7 @@
 """systemd role: the API instances (``food11-api@production``, ``food11-api@canary``,
-one template unit), the web app and the canary controller's unit and settings, rendered
-from this folder's templates; enabled, started, and restarted only when their unit,
-settings, code or model changed. The controller stays off until a person starts it for a
-rollout (``systemctl start gourmetgram-canary-controller``)."""
+one template unit), the web app and the always-on canary controller (idle, and scraped, until a canary ships),
+rendered from this folder's templates; enabled, started, and restarted only when their
+unit, settings, code or model changed."""
 
 from __future__ import annotations
 
@@ -26,9 +25,10 @@ def apply(plan: HostPlan, restart_inputs: list) -> None:
                     user="root", group=layout.service_user, mode="640")
         for v in stack.models
     }
-    put_text(f"Write the canary controller's settings ({layout.etc_dir}/canary-analysis.env)",
-             hostconfig.render_canary_analysis_env(stack, layout), f"{layout.etc_dir}/canary-analysis.env",
-             user="root", group="root", mode="640")
+    controller_env = put_text(
+        f"Write the canary controller's settings ({layout.analysis_env})",
+        hostconfig.render_canary_analysis_env(stack, layout), str(layout.analysis_env),
+        user="root", group="root", mode="640")
     systemd.daemon_reload(name="Reload systemd (unit files changed)", _if=any_changed(*unit_ops))
 
     for variant in stack.models:
@@ -48,3 +48,11 @@ def apply(plan: HostPlan, restart_inputs: list) -> None:
     )
     systemd.service(name="Enable and start gourmetgram-web", service="gourmetgram-web",
                     running=True, enabled=True)
+    systemd.service(
+        name="Restart gourmetgram-canary-controller (its unit, settings or code changed)",
+        service="gourmetgram-canary-controller",
+        restarted=True,
+        _if=any_changed(*unit_ops, controller_env, *restart_inputs),
+    )
+    systemd.service(name="Enable and start gourmetgram-canary-controller (idle until a canary ships)",
+                    service="gourmetgram-canary-controller", running=True, enabled=True)

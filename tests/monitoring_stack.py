@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from gourmetgram.canary.routing.analysis_settings import AnalysisSettings
 from PIL import Image
 
+from gourmetgram.canary.analysis_settings import AnalysisSettings
 from gourmetgram.canary.rollout import AnalysisMetrics, Controller
 from gourmetgram.host.layout import HostLayout
 from gourmetgram.host.stack import StackConfig, load_stack
 from gourmetgram.monitoring import config as monitoring
 from tests.images import b64, encode, textured
-from tests.procs import ApiServer, Proc, free_port
+from tests.procs import REPO_ROOT, ApiServer, Proc, free_port
 
 # Thresholds of the test profile: every alert whose condition the test traffic can make
 # true fires within seconds; "Failed requests" keeps a short `for` so pending is exercised.
@@ -225,7 +225,7 @@ class MonitoringStack:
         ports = {k: free_port() for k in (
             "web_port", "prometheus_port", "alertmanager_port", "node_exporter_port",
             "process_exporter_port", "nginx_exporter_port", "nginx_status_port",
-            "canary_analysis_port")}
+            "canary_analysis_port", "mtail_port")}
         self.textfile_dir = tmp / "textfile"
         self.textfile_dir.mkdir()
         self.stack: StackConfig = load_stack({
@@ -301,6 +301,13 @@ class MonitoringStack:
             "prometheus-nginx-exporter": "/usr/bin/prometheus-nginx-exporter",
         }
         daemons = {name: self._proc(name, [binaries[name], *argv]) for name, argv in args.items()}
+        # mtail as nginx/mtail.default.j2 configures it, over an (idle) site access log.
+        access_log = tmp / "gourmetgram-access.log"
+        access_log.touch()
+        daemons["mtail"] = self._proc("mtail", [
+            "/usr/bin/mtail", "--progs", str(REPO_ROOT / "nginx" / "mtail"), "--logs",
+            str(access_log), "--address", "127.0.0.1", "--port", str(s.mtail_port),
+            "--logtostderr"])
         web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
                                  "--host", "127.0.0.1", "--port", str(s.web_port),
                                  "--api-url", self.apis[0].url, "--workers", "1",
@@ -312,7 +319,8 @@ class MonitoringStack:
             daemons[name].wait_http(f"http://127.0.0.1:{port}/-/ready")
         for name, port in (("prometheus-node-exporter", s.node_exporter_port),
                            ("prometheus-process-exporter", s.process_exporter_port),
-                           ("prometheus-nginx-exporter", s.nginx_exporter_port)):
+                           ("prometheus-nginx-exporter", s.nginx_exporter_port),
+                           ("mtail", s.mtail_port)):
             daemons[name].wait_http(f"http://127.0.0.1:{port}/metrics")
         for api in self.apis:
             api.wait_ready(120)

@@ -1,4 +1,4 @@
-"""The canary analysis's statistical checks, as pure functions of per-variant window
+"""The canary analysis's model and HTTP checks, as pure functions of per-variant window
 counts (what Prometheus's ``increase()`` gives over the analysis window).
 
 Every check compares the canary with production and answers ``pass``, ``fail``,
@@ -32,7 +32,6 @@ def _stats():
 
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "pass", "fail", "inconclusive", "skipped"
-CHECKS = ("error_rate", "latency", "confidence", "class_mix", "drift")
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,12 @@ class VariantWindow:
     classes: dict[str, float] | None = None
     drift_events: float | None = None
     drift_samples: float | None = None
+    # Availability (gourmetgram.canary.availability): share of scrapes up, systemd restarts,
+    # Nginx's tries and failed tries on this variant's server.
+    up: float | None = None
+    restarts: float | None = None
+    upstream_tries: float | None = None
+    upstream_failures: float | None = None
 
 
 @dataclass
@@ -115,6 +120,39 @@ def _bad(*values: float | None) -> bool:
     return any(v is None or not math.isfinite(v) or v < 0 for v in values)
 
 
+def fisher_greater(a_events: int, a_n: int, b_events: int, b_n: int) -> float:
+    """One-sided Fisher exact p-value that group a's event rate is higher: the
+    hypergeometric tail P(X >= a_events) summed from log-factorials, what
+    ``scipy.stats.fisher_exact(..., alternative="greater")`` returns, far faster (the
+    1,000-rollout simulation calls it 20,000 times)."""
+    from scipy.special import gammaln
+
+    total, events, draws = a_n + b_n, a_events + b_events, a_n
+    if total <= 0:
+        return 1.0
+    k = np.arange(max(a_events, draws - (total - events), 0), min(events, draws) + 1)
+    if k.size == 0:
+        return 0.0
+
+    def log_choose(n, r):
+        return gammaln(n + 1) - gammaln(r + 1) - gammaln(n - r + 1)
+
+    log_pmf = log_choose(events, k) + log_choose(total - events, draws - k) - log_choose(total, draws)
+    return float(min(1.0, np.exp(log_pmf).sum()))
+
+
+def chi2_homogeneity(table: np.ndarray) -> tuple[float, float, int]:
+    """Pearson's chi-square test of homogeneity without continuity correction (what
+    ``scipy.stats.chi2_contingency(table, correction=False)`` gives): (chi2, p, dof)."""
+    from scipy.special import chdtrc
+
+    table = np.asarray(table, dtype=float)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    chi2 = float(np.sum((table - expected) ** 2 / expected))
+    dof = (table.shape[0] - 1) * (table.shape[1] - 1)
+    return chi2, float(chdtrc(dof, chi2)), dof
+
+
 def _too_few(check: str, canary_n: float, prod_n: float, minimum: int) -> CheckResult | None:
     if canary_n < minimum or prod_n < minimum:
         return CheckResult(
@@ -141,7 +179,7 @@ def error_rate_check(canary: VariantWindow, production: VariantWindow, *, alpha:
     cn, ce = round(canary.requests), min(round(canary.errors), round(canary.requests))
     pn, pe = round(production.requests), min(round(production.errors), round(production.requests))
     c_rate, p_rate = ce / cn, pe / pn
-    p = float(_stats().fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
+    p = fisher_greater(ce, cn, pe, pn)
     details = {"canary_requests": cn, "canary_errors": ce,
                "production_requests": pn, "production_errors": pe}
     if p < alpha and c_rate - p_rate > min_increase:
@@ -347,7 +385,7 @@ def class_mix_check(canary: VariantWindow, production: VariantWindow, *, alpha: 
                "canary_top": names[int(a.argmax())], "production_top": names[int(b.argmax())]}
     if pooled.shape[1] < 2:
         return CheckResult(name, PASS, "one class only in both variants", js, 0.0, 1.0, details)
-    chi2, p, dof, _ = _stats().chi2_contingency(pooled, correction=False)
+    chi2, p, dof = chi2_homogeneity(pooled)
     details["chi2"], details["dof"] = float(chi2), int(dof)
     if p < alpha and js > min_divergence:
         verdict, why = FAIL, f"class mix differs (JS {js:.3f} bits)"
@@ -377,33 +415,9 @@ def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: floa
     cn, pn = round(cn), round(pn)
     ce, pe = min(round(ce), cn), min(round(pe), pn)
     c_rate, p_rate = ce / cn, pe / pn
-    p = float(_stats().fisher_exact([[ce, cn - ce], [pe, pn - pe]], alternative="greater").pvalue)
+    p = fisher_greater(ce, cn, pe, pn)
     if p < alpha and c_rate - p_rate > min_increase:
         verdict, why = FAIL, f"drift events per sample higher by {c_rate - p_rate:.3f}"
     else:
         verdict, why = PASS, "no significant increase in drift events"
     return CheckResult(name, verdict, why, c_rate, p_rate, p)
-
-
-def judge(canary: VariantWindow, production: VariantWindow, settings) -> list[CheckResult]:
-    """Runs the enabled checks with their settings (``AnalysisSettings``)."""
-    s = settings
-    runners = {
-        "error_rate": lambda: error_rate_check(
-            canary, production, alpha=s.alpha, min_requests=s.error_rate_min_requests,
-            min_increase=s.error_rate_min_increase),
-        "latency": lambda: latency_check(
-            canary, production, alpha=s.alpha, min_requests=s.latency_min_requests,
-            quantiles=s.latency_quantiles, tolerance=s.latency_tolerance,
-            min_increase_s=s.latency_min_increase_s),
-        "confidence": lambda: confidence_check(
-            canary, production, alpha=s.alpha, min_requests=s.confidence_min_requests,
-            max_drop=s.confidence_max_drop),
-        "class_mix": lambda: class_mix_check(
-            canary, production, alpha=s.alpha, min_requests=s.class_mix_min_requests,
-            min_divergence=s.class_mix_min_divergence),
-        "drift": lambda: drift_check(
-            canary, production, alpha=s.alpha, min_requests=s.drift_min_requests,
-            min_increase=s.drift_min_increase),
-    }
-    return [runners[c]() for c in s.checks]

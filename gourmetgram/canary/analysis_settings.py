@@ -9,16 +9,22 @@ reads Prometheus or changes a weight. Defaults follow Flagger's where it has one
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gourmetgram.canary.analysis import CHECKS
+from gourmetgram.canary.judge import CHECKS
 from gourmetgram.errors import UsageError
+from gourmetgram.host.layout import HostLayout
 
 DEFAULT_STATE_DIR = Path("/var/lib/gourmetgram/canary-analysis")
+# An analysis window must hold this many scrapes (increase() needs two; four give a
+# rate that a single late or missed scrape does not empty).
+WINDOW_SCRAPES = 4
 
 
 class AnalysisSettings(BaseSettings):
@@ -40,8 +46,17 @@ class AnalysisSettings(BaseSettings):
     # Seconds between two analyses (Flagger: interval 1m).
     interval_s: float = Field(60.0, gt=0, le=3600)
     # Seconds of data each analysis reads: increase(...[window]). 0 = same as the
-    # interval. Give it at least four scrape intervals so increase() has samples.
+    # interval. At least WINDOW_SCRAPES scrape intervals, else refused.
     window_s: float = Field(0.0, ge=0, le=86400)
+    # Prometheus's scrape interval. 0 = the deployed one (stack.json's scrape_interval,
+    # what prometheus.yml is rendered from), filled in by the on-host commands.
+    scrape_interval_s: float = Field(0.0, ge=0, le=3600)
+    # Longest time the rollout may hold at one weight (inconclusive or failed analyses)
+    # before it is rolled back with that reason (Flagger: progressDeadlineSeconds).
+    progress_deadline_s: float = Field(600.0, gt=0, le=86400)
+    # Start a rollout when `gourmetgram canary ship` installs a canary (else only on
+    # `gourmetgram canary start`).
+    auto_start: bool = True
     # Percent of traffic added to the canary after each passing analysis (stepWeight 10).
     step_weight: int = Field(10, ge=1, le=100)
     # Highest canary weight; a passing analysis at this weight promotes (maxWeight 50).
@@ -60,12 +75,23 @@ class AnalysisSettings(BaseSettings):
     metrics_port: int = Field(9310, ge=0, le=65535)
 
     # --- the checks ----------------------------------------------------------------
-    # Which checks run (any of: error_rate, latency, confidence, class_mix, drift).
-    checks: Annotated[tuple[str, ...], NoDecode] = CHECKS
-    # One-sided significance level of every check's "canary is worse" test. With a
-    # threshold of 2 failed analyses, a good canary is rolled back by chance with a
-    # probability of roughly (checks x alpha)^2 per pair of analyses.
-    alpha: float = Field(0.01, gt=0, lt=0.5)
+    # Which checks run (any of the names in gourmetgram.canary.judge.CHECKS).
+    checks: Annotated[tuple[str, ...], NoDecode] = tuple(CHECKS)
+    # Probability that a good canary fails any statistical check in any analysis of
+    # the whole rollout (anytime-valid: spent over analyses and checks, gourmetgram.canary.judge).
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+
+    # up: share of the window's scrapes the canary may be down.
+    up_max_down_share: float = Field(0.25, ge=0, lt=1)
+    # restarts: systemd restarts of food11-api@canary tolerated in one window.
+    restarts_max: int = Field(0, ge=0)
+    # upstream_errors: Nginx's failed tries per try (mtail), Fisher exact test.
+    upstream_min_requests: int = Field(20, ge=1)
+    upstream_min_increase: float = Field(0.02, ge=0, le=1)
+    # sample_ratio: canary share of answered requests vs its weight, chi-square.
+    sample_ratio_min_requests: int = Field(100, ge=1)
+    # Never fail for a share lower by less than this (absolute: 0.03 = 3 points).
+    sample_ratio_min_drop: float = Field(0.03, ge=0, le=1)
 
     # error_rate: 5xx share of requests, Fisher exact test.
     error_rate_min_requests: int = Field(100, ge=1)
@@ -128,13 +154,29 @@ class AnalysisSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _window_covers_scrapes(self) -> AnalysisSettings:
+        need = WINDOW_SCRAPES * self.scrape_interval_s
+        if self.scrape_interval_s and self.window < need:
+            raise ValueError(
+                f"window {self.window:g} s is shorter than {WINDOW_SCRAPES} scrape intervals "
+                f"({WINDOW_SCRAPES} x {self.scrape_interval_s:g} s = {need:g} s): increase() "
+                f"would see too few samples; set --interval/--window to at least {need:g}"
+            )
+        return self
+
     @property
     def window(self) -> float:
         return self.window_s or self.interval_s
 
 
-def load_settings(env_file: Path | None = None, **overrides) -> AnalysisSettings:
-    """Validated settings; any bad value is a UsageError naming the setting."""
+def load_settings(env_file: Path | None = None, layout: HostLayout | None = None,
+                  **overrides) -> AnalysisSettings:
+    """Validated settings; any bad value is a UsageError naming the setting. Without
+    ``env_file``, the host's deployed settings file (``layout.analysis_env``) is read
+    when there is one; ``CANARY_ANALYSIS_*`` variables and ``overrides`` win over files."""
+    if env_file is None and layout is not None and layout.analysis_env.is_file():
+        env_file = layout.analysis_env
     if env_file is not None and not Path(env_file).is_file():
         raise UsageError(f"settings file {env_file} does not exist")
     try:
@@ -145,3 +187,25 @@ def load_settings(env_file: Path | None = None, **overrides) -> AnalysisSettings
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"].removeprefix("Value error, ")
         raise UsageError(f"bad setting {where}: {msg}") from None
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration like ``15s``, ``500ms``, ``1m`` (the stack's
+    ``scrape_interval`` form)."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", text.strip())
+    if not m:
+        raise UsageError(f"not a duration: {text!r} (expected e.g. 15s)")
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def with_deployed_scrape_interval(settings: AnalysisSettings, layout: HostLayout,
+                                  env_file: Path | None = None, **overrides) -> AnalysisSettings:
+    """Fills ``scrape_interval_s`` from the deployed stack data when it is not set, and
+    validates the window against it (a UsageError naming both numbers)."""
+    if settings.scrape_interval_s or not layout.stack_json.is_file():
+        return settings
+    try:
+        interval = json.loads(layout.stack_json.read_text())["scrape_interval"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot read the scrape interval from {layout.stack_json}: {e}") from None
+    return load_settings(env_file, layout, **overrides, scrape_interval_s=parse_duration(interval))

@@ -12,6 +12,9 @@ import requests
 from gourmetgram.canary.analysis import Histogram, VariantWindow
 
 VARIANTS = ("production", "canary")
+UNIT_PREFIX = "food11-api@"
+# The counters of nginx/mtail/gourmetgram.mtail (label ``upstream``: host:port).
+MTAIL_PREFIX = "gourmetgram_nginx_upstream"
 
 
 class PrometheusUnavailable(Exception):
@@ -61,8 +64,11 @@ class WindowReader:
     evaluated at one instant so they describe the same window."""
 
     def __init__(self, client: PromClient, window_s: float, selector: str = "",
-                 handler: str = "/predict"):
+                 handler: str = "/predict", upstreams: dict[str, str] | None = None):
+        """``upstreams`` maps a variant to its API's ``host:port`` as Nginx logs it
+        (mtail's ``upstream`` label)."""
         self.client = client
+        self.upstreams = upstreams or {}
         self.window = f"{max(1, round(window_s))}s"
         self.sel = selector.strip().strip(",")
         self.handler = handler
@@ -104,7 +110,27 @@ class WindowReader:
                 w = out.get(labels.get("variant"))
                 if w is not None:
                     setattr(w, attr, value)
+        self._availability(out, at)
         return out
+
+    def _availability(self, out: dict[str, VariantWindow], at: float) -> None:
+        q = self.client.query
+        for labels, value in q(f"avg by (variant) (avg_over_time(up{self._m()}[{self.window}]))", at):
+            if labels.get("variant") in out:
+                out[labels["variant"]].up = value
+        restarts = q('sum by (name) (increase(node_systemd_service_restart_total'
+                     f'{{name=~"{UNIT_PREFIX}.+[.]service"}}[{self.window}]))', at)
+        for labels, value in restarts:
+            variant = labels.get("name", "").removeprefix(UNIT_PREFIX).removesuffix(".service")
+            if variant in out:
+                out[variant].restarts = value
+        by_addr = {addr: v for v, addr in self.upstreams.items()}
+        for metric, attr in ((f"{MTAIL_PREFIX}_tries_total", "upstream_tries"),
+                             (f"{MTAIL_PREFIX}_failures_total", "upstream_failures")):
+            for labels, value in q(f"sum by (upstream) (increase({metric}[{self.window}]))", at):
+                variant = by_addr.get(labels.get("upstream", ""))
+                if variant in out:
+                    setattr(out[variant], attr, (getattr(out[variant], attr) or 0.0) + value)
 
     def _histograms(self, metric: str, extra: str, at: float) -> dict[str, Histogram]:
         """One histogram per variant from three queries (buckets, sum, count)."""

@@ -7,7 +7,6 @@ the same code path. Prometheus unreachable pauses it without touching the weight
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import threading
@@ -16,26 +15,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-
-from gourmetgram.canary.analysis import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, judge
+from gourmetgram.canary import rollout_state
+from gourmetgram.canary import routing as canary
+from gourmetgram.canary.analysis import FAIL, INCONCLUSIVE, CheckResult
 from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.judge import judge
 from gourmetgram.canary.promclient import (
     PromClient,
     PrometheusQueryError,
     PrometheusUnavailable,
     WindowReader,
 )
+from gourmetgram.canary.rollout_metrics import AnalysisMetrics
+from gourmetgram.canary.rollout_state import (
+    ADVANCE,
+    HOLD,
+    IDLE,
+    PAUSE,
+    PROMOTE,
+    ROLLBACK,
+    ROLLING_BACK,
+    STOPPED,
+    WAIT,
+)
+from gourmetgram.host.layout import HostLayout, host_layout
 
 log = logging.getLogger("gourmetgram.canary.rollout")
 
-ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT = (
-    "advance", "hold", "promote", "rollback", "pause", "wait-approval")
-STOPPED = "stopped"
-ACTIONS = (ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT, STOPPED)
-VERDICTS = (PASS, FAIL, INCONCLUSIVE, SKIPPED)
 APPROVAL_FILE = "approved"
+START_FILE = "start"
 DECISIONS_FILE = "decisions.jsonl"
+# How often the idle controller looks for a ship or a start request.
+IDLE_POLL_S = 2.0
 
 
 class Actuator(Protocol):
@@ -49,39 +60,24 @@ class Actuator(Protocol):
 
 class CanaryLibraryActuator:
     """The one seam to ``gourmetgram.canary.routing`` (the routing library): the same calls
-    that ``gourmetgram canary set/promote/rollback`` make."""
+    that ``gourmetgram canary set/promote/rollback`` make, on the given host layout
+    and service manager (a test stack passes its own)."""
 
-    def __init__(self, **library_kwargs):
-        """``library_kwargs`` (e.g. ``layout``, ``services``) go to every library call,
-        so tests can point it at a stack in a temporary folder."""
-        try:
-            from gourmetgram.canary import routing as canary
-        except ImportError as e:
-            raise RuntimeError("the canary routing library (gourmetgram.canary.routing) is missing") from e
-        self.canary = canary
-        self.kw = library_kwargs
+    def __init__(self, layout: HostLayout | None = None, services: canary.Services | None = None):
+        self.layout = layout or host_layout()
+        self.services = services or canary.SystemdServices(self.layout)
 
     def weight(self) -> int:
-        st = self.canary.status(**{k: v for k, v in self.kw.items() if k == "layout"})
-        value = st.get("weight", st.get("canary_weight")) if isinstance(st, dict) else getattr(
-            st, "weight", getattr(st, "canary_weight", None))
-        return int(value)
-
-    def _call(self, fn, *args, reason: str):
-        params = inspect.signature(fn).parameters
-        kw = {k: v for k, v in self.kw.items() if k in params}
-        if "reason" in params:
-            kw["reason"] = reason
-        return fn(*args, **kw)
+        return canary.load_state(self.layout).canary_weight
 
     def set_weight(self, weight: int, reason: str) -> None:
-        self._call(self.canary.set_weight, weight, reason=reason)
+        canary.set_weight(weight, reason, layout=self.layout, services=self.services)
 
     def promote(self, reason: str) -> None:
-        self._call(self.canary.promote, reason=reason)
+        canary.promote(reason, layout=self.layout, services=self.services)
 
     def rollback(self, reason: str) -> None:
-        self._call(self.canary.rollback, reason=reason)
+        canary.rollback(reason, layout=self.layout, services=self.services)
 
 
 @dataclass
@@ -108,69 +104,6 @@ class Decision:
         }
 
 
-class AnalysisMetrics:
-    """The ``canary_analysis_*`` metrics, in a registry of their own."""
-
-    def __init__(self):
-        self.registry = r = CollectorRegistry()
-        self.last_decision = Gauge("canary_analysis_last_decision",
-                                   "1 for the action of the last analysis, 0 for the others.",
-                                   ("decision",), registry=r)
-        self.decisions = Counter("canary_analysis_decisions_total", "Analyses by decision.",
-                                 ("decision",), registry=r)
-        self.check_verdict = Gauge("canary_analysis_check_verdict",
-                                   "1 for each check's verdict in the last analysis.",
-                                   ("check", "verdict"), registry=r)
-        self.check_p = Gauge("canary_analysis_check_p_value",
-                             "One-sided p-value of each check's test in the last analysis.",
-                             ("check",), registry=r)
-        self.check_value = Gauge("canary_analysis_check_value",
-                                 "The compared number of each check, per variant.",
-                                 ("check", "variant"), registry=r)
-        self.weight = Gauge("canary_analysis_weight", "Canary weight after the last analysis (%).",
-                            registry=r)
-        self.step = Gauge("canary_analysis_step", "Weight steps taken in this rollout.", registry=r)
-        self.failed = Gauge("canary_analysis_failed_checks",
-                            "Failed analyses in this rollout (rollback at the threshold).", registry=r)
-        self.last_time = Gauge("canary_analysis_last_decision_timestamp_seconds",
-                               "When the last analysis decided.", registry=r)
-        self.prometheus_up = Gauge("canary_analysis_prometheus_up",
-                                   "1 when the last analysis could read Prometheus.", registry=r)
-        for a in ACTIONS:
-            self.last_decision.labels(a).set(0)
-            self.decisions.labels(a)
-        self._server = None
-
-    def observe(self, d: Decision, step: int) -> None:
-        for a in ACTIONS:
-            self.last_decision.labels(a).set(1 if a == d.action else 0)
-        self.decisions.labels(d.action).inc()
-        self.weight.set(d.weight_after)
-        self.step.set(step)
-        self.failed.set(d.failed_analyses)
-        self.last_time.set(d.at)
-        self.prometheus_up.set(0 if d.action == PAUSE else 1)
-        for c in d.checks:
-            for v in VERDICTS:
-                self.check_verdict.labels(c.check, v).set(1 if v == c.verdict else 0)
-            if c.p_value is not None:
-                self.check_p.labels(c.check).set(c.p_value)
-            for variant, value in (("canary", c.canary), ("production", c.production)):
-                if value is not None:
-                    self.check_value.labels(c.check, variant).set(value)
-
-    def serve(self, host: str, port: int) -> int:
-        """Starts the HTTP endpoint; returns the port (useful when ``port`` is 0)."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return self._server.server_port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
 def approval_path(settings: AnalysisSettings) -> Path:
     return Path(settings.state_dir) / APPROVAL_FILE
 
@@ -185,21 +118,60 @@ def approve(settings: AnalysisSettings, who: str = "") -> Path:
     return path
 
 
+def request_start(settings: AnalysisSettings, who: str = "") -> Path:
+    """Asks the always-on controller to start a rollout (``gourmetgram canary start``)."""
+    path = Path(settings.state_dir) / START_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"requested_at": time.time(), "by": who}) + "\n")
+    tmp.replace(path)
+    return path
+
+
 class Controller:
+    """One rollout at a time: ``step()`` is one analysis and its decision; ``run()`` steps
+    until the rollout ends; ``serve()`` is the always-on loop, idle between rollouts.
+    The rollout state lives in ``<state_dir>/rollout.json`` (gourmetgram.canary.rollout_state)."""
+
     def __init__(self, settings: AnalysisSettings, actuator: Actuator,
-                 reader: WindowReader | None = None, metrics: AnalysisMetrics | None = None):
+                 reader: WindowReader | None = None, metrics: AnalysisMetrics | None = None,
+                 upstreams: dict[str, str] | None = None):
         self.s = settings
         self.actuator = actuator
         self.reader = reader or WindowReader(
             PromClient(settings.prometheus_url, settings.prometheus_timeout_s),
-            settings.window, settings.selector, settings.handler,
+            settings.window, settings.selector, settings.handler, upstreams,
         )
         self.metrics = metrics
-        self.failed = 0
-        self.steps = 0
+        self.state = rollout_state.load(settings.state_dir)
         self.finished = False
         self.last_weight: int | None = None
         self.history: list[Decision] = []
+
+    @property
+    def failed(self) -> int:
+        return self.state.failed
+
+    @property
+    def steps(self) -> int:
+        return self.state.steps
+
+    def _save(self) -> None:
+        try:
+            rollout_state.save(self.s.state_dir, self.state)
+        except OSError as e:
+            log.warning("cannot write the rollout state in %s: %s", self.s.state_dir, e)
+
+    def begin(self, cause: str, weight: int) -> None:
+        """A new rollout from ``weight``; an approval left from an earlier one is void."""
+        self.state.begin(cause, weight, time.time())
+        approval_path(self.s).unlink(missing_ok=True)
+        self.finished = False
+        self.last_weight = weight
+        log.info("rollout started (%s) at weight %d%%", cause, weight)
+        self._save()
+        if self.metrics:
+            self.metrics.set_phase(self.state.phase)
 
     # -- pure part: what to do, given the verdicts ---------------------------------
     def decide(self, checks: list[CheckResult], weight: int) -> tuple[str, int, str]:
@@ -228,32 +200,52 @@ class Controller:
             w = self.last_weight or 0
             return self._record(Decision(PAUSE, w, w, f"cannot read the canary weight: "
                                          f"{type(e).__name__}: {e}"))
-        if self.last_weight is not None and weight != self.last_weight:
+        st = self.state
+        if st.phase == IDLE:
+            self.begin("controller started", weight)
+        known = self.last_weight if self.last_weight is not None else (
+            int(st.weights[-1][1]) if st.weights else weight)
+        if weight != known:
             if weight == 0:
                 return self._finish(Decision(STOPPED, weight, weight,
                                              "weight set to 0 outside the controller: stopping"))
-            log.warning("weight changed outside the controller: %s -> %s", self.last_weight, weight)
-        if weight == 0 and self.steps == 0:
+            log.warning("weight changed outside the controller: %s -> %s", known, weight)
+            st.weight_changed(weight, time.time())
+        if st.phase == ROLLING_BACK:
+            # Decided once, retried until done: a canary judged bad is never advanced.
+            return self._act(Decision(ROLLBACK, weight, 0, st.rollback_reason or "rollback"))
+        if weight == 0 and st.steps == 0:
             return self._act(Decision(ADVANCE, 0, min(self.s.step_weight, self.s.max_weight),
                                       "start: first step to the canary"))
+        now = time.time()
         try:
-            windows = self.reader.read()
+            windows = self.reader.read(now)
         except (PrometheusUnavailable, PrometheusQueryError) as e:
-            d = Decision(PAUSE, weight, weight, f"cannot read Prometheus: {e}",
-                         failed_analyses=self.failed)
-            return self._record(d)
-        checks = judge(windows["canary"], windows["production"], self.s)
+            return self._record(Decision(PAUSE, weight, weight, f"cannot read Prometheus: {e}"))
+        st.analyses += 1
+        checks = judge(windows["canary"], windows["production"], self.s, st.analyses,
+                       st.expected_share(now, self.s.window))
         action, new, reason = self.decide(checks, weight)
         if any(c.verdict == FAIL for c in checks):
-            self.failed += 1
-        return self._act(Decision(action, weight, new, reason, checks, self.failed))
+            st.failed += 1
+        held = now - st.weight_since()
+        if action == HOLD and held > self.s.progress_deadline_s:
+            action, new, reason = ROLLBACK, 0, (
+                f"held at {weight}% for {held:.0f} s, past the progress deadline of "
+                f"{self.s.progress_deadline_s:g} s (last: {reason})")
+        return self._act(Decision(action, weight, new, reason, checks))
 
     def _act(self, d: Decision) -> Decision:
         why = f"canary analysis: {d.reason}"
+        st = self.state
+        if d.action == ROLLBACK:
+            st.phase, st.rollback_reason = ROLLING_BACK, d.reason
+            self._save()  # decided: a restart retries the rollback, never advances
         try:
             if d.action == ADVANCE:
                 self.actuator.set_weight(d.weight_after, reason=why)
-                self.steps += 1
+                st.steps += 1
+                st.weight_changed(d.weight_after, time.time())
             elif d.action == PROMOTE:
                 self.actuator.promote(reason=why)
                 approval_path(self.s).unlink(missing_ok=True)
@@ -266,8 +258,6 @@ class Controller:
             d = Decision(HOLD, d.weight_before, d.weight_before,
                          f"{d.action} failed ({type(e).__name__}: {e}); retrying next analysis",
                          d.checks)
-            if self.failed >= self.s.failed_checks_threshold:
-                self.failed = self.s.failed_checks_threshold - 1  # the rollback is decided again
         self.last_weight = d.weight_after
         return self._record(d)
 
@@ -276,12 +266,17 @@ class Controller:
         return self._record(d)
 
     def _record(self, d: Decision) -> Decision:
-        d.failed_analyses = self.failed
+        d.failed_analyses = self.state.failed
+        steps = self.state.steps
+        if self.finished and self.state.phase != IDLE:
+            self.state.end()
+        self._save()
         self.history.append(d)
         level = logging.WARNING if d.action in (ROLLBACK, PAUSE) else logging.INFO
         log.log(level, "%s", d.line())
         if self.metrics:
-            self.metrics.observe(d, self.steps)
+            self.metrics.observe(d, steps)
+            self.metrics.set_phase(self.state.phase)
         try:
             state = Path(self.s.state_dir)
             state.mkdir(parents=True, exist_ok=True)
@@ -294,9 +289,9 @@ class Controller:
     def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> Decision | None:
         """Analyses every ``interval_s`` until promoted, rolled back or stopped."""
         stop = stop or threading.Event()
-        approval_path(self.s).unlink(missing_ok=True)  # an approval is for this rollout only
         n = 0
         last = None
+        self.finished = False
         while not stop.is_set() and not self.finished:
             started = time.monotonic()
             last = self.step()
@@ -305,3 +300,49 @@ class Controller:
                 break
             stop.wait(max(0.0, self.s.interval_s - (time.monotonic() - started)))
         return last
+
+    # -- always on ----------------------------------------------------------------------
+    def pending_start(self, history_file: Path) -> str | None:
+        """Why a rollout should start now: a ``canary start`` request, or (with
+        ``auto_start``) a ``ship`` in the routing history newer than any seen."""
+        request = Path(self.s.state_dir) / START_FILE
+        if request.exists():
+            request.unlink(missing_ok=True)
+            return "gourmetgram canary start"
+        entries = []
+        if history_file.exists():
+            entries = [json.loads(x) for x in history_file.read_text().splitlines() if x.strip()]
+        seen = self.state.history_seen
+        ships = [e for e in entries if e.get("action") == "ship" and e.get("time", 0) > seen]
+        if entries:
+            self.state.history_seen = max(seen, max(e.get("time", 0) for e in entries))
+            self._save()
+        if ships and self.s.auto_start:
+            return f"ship {ships[-1].get('versions', {}).get('canary', '?')}"
+        return None
+
+    def serve(self, stop: threading.Event, history_file: Path, poll_s: float = IDLE_POLL_S) -> None:
+        """The unit's loop: idle (metrics served, phase ``idle``) until a rollout is
+        asked for, then one rollout, then idle again; a rollout in progress when the
+        controller (re)starts is resumed."""
+        if not rollout_state.state_path(self.s.state_dir).exists():
+            # First start on this host: ships from before it are not rolled out by surprise.
+            self.state.history_seen = time.time()
+            self._save()
+        while not stop.is_set():
+            if self.state.phase == IDLE:
+                cause = self.pending_start(history_file)
+                if cause is None:
+                    stop.wait(poll_s)
+                    continue
+                try:
+                    weight = int(self.actuator.weight())
+                except Exception as e:  # noqa: BLE001 - retried at the next poll
+                    log.error("cannot start a rollout (%s): %s", cause, e)
+                    stop.wait(poll_s)
+                    continue
+                self.begin(cause, weight)
+            self.run(stop)
+            if not self.finished:
+                continue
+            stop.wait(min(poll_s, self.s.interval_s))

@@ -289,7 +289,9 @@ def apply_site(stack: StackConfig, layout: HostLayout, services: Services) -> No
     """Render -> nginx -t -> atomic swap (previous kept) -> full check -> reload -> confirm.
 
     A refused candidate leaves the live file untouched; if the whole live
-    configuration fails its check after the swap, the previous file goes back.
+    configuration fails its check after the swap, or the reload fails or is not
+    confirmed, the previous file goes back (and is reloaded), so the site on disk is
+    always the one stack.json records.
     """
     text = render_site(stack, layout)
     validate_site(text, layout)
@@ -299,16 +301,31 @@ def apply_site(stack: StackConfig, layout: HostLayout, services: Services) -> No
     if had_live:
         _write_atomic(prev, live.read_text())
     _write_atomic(live, text)
-    try:
-        services.check_nginx()
-    except CanaryError:
+
+    def restore() -> None:
         if had_live:
             _write_atomic(live, prev.read_text())
         else:
-            live.unlink()
+            live.unlink(missing_ok=True)
+
+    try:
+        services.check_nginx()
+    except CanaryError:
+        restore()
         raise
-    services.reload_nginx()
-    _wait_reloaded(stack)
+    try:
+        services.reload_nginx()
+        _wait_reloaded(stack)
+    except CanaryError as e:
+        # Nothing records this site (stack.json is saved only after a confirmed reload),
+        # so the previous one goes back on disk and is reloaded again.
+        restore()
+        try:
+            services.reload_nginx()
+        except CanaryError as again:
+            raise CanaryError(f"{e}; the previous site is back on disk, but reloading it "
+                              f"failed too: {again}") from None
+        raise CanaryError(f"{e}; the previous site is back on disk and reloaded") from None
 
 
 # --- API instances -------------------------------------------------------------------

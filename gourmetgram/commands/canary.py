@@ -1,10 +1,12 @@
-"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary.routing."""
+"""``gourmetgram canary status|set|promote|rollback|ship``: thin layer over gourmetgram.canary.routing
+(plus the analysis commands of ``gourmetgram.commands.analysis``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from gourmetgram.commands.analysis import add_analysis_commands, controller_lines
 from gourmetgram.errors import UsageError
 
 
@@ -52,6 +54,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("where each value came from:")
         for key, source in st["sources"].items():
             print(f"  {key:<18} {source}")
+        for line in controller_lines():
+            print(line)
     bad = [n for n, v in st["variants"].items() if not v["ready"]]
     return 1 if bad else 0
 
@@ -117,3 +121,5 @@ def register(sub) -> None:
     h.add_argument("--version", required=True, help="version label, e.g. 2026-11-26.1")
     h.add_argument("--reason", default="", help="recorded in the journal and history")
     h.set_defaults(func=cmd_ship)
+
+    add_analysis_commands(cs)

@@ -77,21 +77,22 @@ class PythonVersion(FactBase):
         return output[0].strip() if output else ""
 
 
-SECTIONS = ("live", "last_applied", "lock")
+SECTIONS = ("live", "last_applied", "lock", "rollout")
 
 
 class HostState(FactBase):
-    """The host's live stack.json, the last deploy's last-applied.json, and whether a
-    canary command holds the canary lock now. Read in pyinfra's planning phase, so a
-    conflict stops the run before any operation."""
+    """The host's live stack.json, the last deploy's last-applied.json, whether a canary
+    command holds the canary lock now, and the controller's rollout state. Read in
+    pyinfra's planning phase, so a conflict stops the run before any operation."""
 
-    def command(self, stack_json: str, last_applied: str, lock_file: str):
+    def command(self, stack_json: str, last_applied: str, lock_file: str, rollout: str):
         lock = shlex.quote(lock_file)
         return "; ".join([
             "echo '@@live'", f"cat {shlex.quote(stack_json)} 2>/dev/null",
             "echo '@@last_applied'", f"cat {shlex.quote(last_applied)} 2>/dev/null",
             "echo '@@lock'",
             f"if [ -e {lock} ] && ! flock -n {lock} true; then echo held; else echo free; fi",
+            "echo '@@rollout'", f"cat {shlex.quote(rollout)} 2>/dev/null",
             "true",
         ])
 

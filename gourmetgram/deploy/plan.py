@@ -7,12 +7,14 @@ role's ``apply``; roles return what later roles need (no module-level state).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app_api.hashing import sha256_of
+from gourmetgram.canary.rollout_state import IDLE
 from gourmetgram.deploy.gpu import GpuFacts, GpuPlan, plan_gpu
 from gourmetgram.host import state as hoststate
 from gourmetgram.host.layout import HostLayout, host_layout
@@ -114,12 +116,24 @@ def desired_on_host(stack: StackConfig, layout: HostLayout, sources: Mapping[str
 
 
 def check_host_free(state: Mapping[str, str], layout: HostLayout) -> None:
-    """A canary command mid-change holds the lock: the deploy must not race it."""
+    """A canary command mid-change holds the lock, and the controller may be mid-rollout:
+    the deploy must not race either."""
     if state.get("lock", "").strip() == "held":
         raise hoststate.RolloutInProgress(
             f"a canary change is in progress on the host (it holds {layout.lock_file}); "
             "wait for it to finish (gourmetgram canary status) and run the deploy again; "
             "nothing was changed")
+    text = state.get("rollout", "").strip()
+    try:
+        rollout = json.loads(text) if text else {}
+    except ValueError:
+        rollout = {}
+    phase = rollout.get("phase", IDLE) if isinstance(rollout, dict) else IDLE
+    if phase != IDLE:
+        raise hoststate.RolloutInProgress(
+            f"the canary controller is in a rollout ({phase}, {rollout.get('cause') or 'no cause'}); "
+            "let it finish (gourmetgram canary status) or end it with `gourmetgram canary rollback`, "
+            "then run the deploy again; nothing was changed")
 
 
 def merge_with_host(desired: StackConfig, state: Mapping[str, str], layout: HostLayout,
@@ -163,5 +177,6 @@ def plan_host(host) -> HostPlan:
         distro=(host.get_fact(LinuxDistribution).get("name") or "").lower(),
     )
     state = host.get_fact(facts.HostState, stack_json=str(layout.stack_json),
-                          last_applied=str(layout.last_applied), lock_file=str(layout.lock_file))
+                          last_applied=str(layout.last_applied), lock_file=str(layout.lock_file),
+                          rollout=str(layout.rollout_state))
     return plan_from(host.name, inv, gpu_facts, state, layout, int(host.data.get("ssh_port") or 22))

@@ -50,6 +50,16 @@ class HostLayout:
         return self.venv_dir.parent / "wheels"
 
     @property
+    def rollout_state(self) -> Path:
+        """The controller's rollout state (canary.rollout_state; CANARY_ANALYSIS_STATE_DIR)."""
+        return self.state_dir / "canary-analysis" / "rollout.json"
+
+    @property
+    def analysis_env(self) -> Path:
+        """The canary analysis settings the deploy writes (read by every on-host command)."""
+        return self.etc_dir / "canary-analysis.env"
+
+    @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
 

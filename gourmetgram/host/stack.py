@@ -58,6 +58,8 @@ class StackConfig(BaseModel):
     api_timeout_seconds: int = Field(ge=1, le=600)
     grafana_port: int = Port
     canary_analysis_port: int = Port
+    mtail_port: int = Port
+    canary_auto_rollout: bool
     scrape_interval: str = Field(pattern=r"^\d+(ms|s|m|h)$")
     prometheus_retention: str = Field(pattern=r"^\d+(h|d|w|y)$")
     alert_webhook_url: str
@@ -101,7 +103,7 @@ class StackConfig(BaseModel):
         ports = [
             self.web_port, *self.api_ports.values(), self.prometheus_port, self.alertmanager_port,
             self.node_exporter_port, self.process_exporter_port, self.nginx_exporter_port,
-            self.nginx_status_port, self.grafana_port, self.canary_analysis_port,
+            self.nginx_status_port, self.grafana_port, self.canary_analysis_port, self.mtail_port,
         ]
         dup = sorted({p for p in ports if ports.count(p) > 1})
         if dup:

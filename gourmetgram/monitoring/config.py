@@ -150,6 +150,8 @@ def daemon_args(stack: StackConfig, layout: HostLayout | None = None, *,
             f"--web.listen-address={b}:{stack.node_exporter_port}",
             "--collector.systemd",
             "--collector.systemd.unit-include=" + SYSTEMD_UNITS_REGEX,
+            # node_systemd_service_restart_total: the canary analysis's restarts check.
+            "--collector.systemd.enable-restarts-metrics",
             f"--collector.textfile.directory={layout.textfile_dir}",
         ],
         "prometheus-process-exporter": [

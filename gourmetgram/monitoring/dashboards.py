@@ -297,8 +297,8 @@ VERDICT_EXPR = " + ".join(
 ANALYSIS_PANELS = [
     P("Controller", [T('max(up{job="canary-analysis"})', "controller")], kind="stat", w=4, h=5,
       mappings=_mapping({0: ("OFF", "gray"), 1: ("RUNNING", "green")}),
-      description="RUNNING while Prometheus scrapes gourmetgram-canary-controller; it runs "
-                  "only during a rollout, so OFF between rollouts is normal."),
+      description="RUNNING while Prometheus scrapes gourmetgram-canary-controller (always on, "
+                  "idle between rollouts); OFF means it is not running."),
     P("Last decision", [T("max by (decision) (canary_analysis_last_decision) == 1",
                           "{{decision}}", instant=True)],
       kind="stat", w=5, h=5, options={"textMode": "name", "colorMode": "none"},

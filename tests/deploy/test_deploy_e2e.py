@@ -36,6 +36,7 @@ API_UNITS = ["food11-api@production", "food11-api@canary"]
 UNITS = API_UNITS + [
     "nginx", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
     "prometheus-process-exporter", "gourmetgram-web", "prometheus-nginx-exporter",
+    "gourmetgram-canary-controller", "mtail",
 ]
 # Every run holds canary commands off while it runs: these two change each time.
 HOLD_OPS = ("Hold canary commands while the deploy runs", "Let canary commands run again")
@@ -61,7 +62,9 @@ class Deploy:
     def __call__(self, *data: str, timeout: float = 1800, ok: bool = True) -> tuple[float, list[str], str]:
         self.runs += 1
         argv = [PYINFRA, "-y", "inventory.py", "deploy.py"]
-        for d in data:
+        # The journey below is the manual one (ship, set, promote by hand): the controller
+        # stays on but starts no rollout of its own (its rollouts: tests/gourmetgram/canary).
+        for d in ("canary_auto_rollout=false", *data):
             argv += ["--data", d]
         start = time.monotonic()
         res = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
@@ -169,12 +172,13 @@ def test_every_unit_active_and_enabled(host):
     assert sh(machine, "systemctl --failed --no-legend --plain").strip() == ""
 
 
-def test_canary_controller_is_installed_but_off(host):
-    """Issue 9: installed and configured by the deploy, off until a canary is shipped."""
+def test_canary_controller_is_always_on(host):
+    """Enabled, running and idle between rollouts (its metrics are scraped)."""
     machine, _, _, _ = host
     unit = "gourmetgram-canary-controller"
-    assert sh(machine, f"systemctl is-enabled {unit}", check=False).strip() == "disabled"
-    assert sh(machine, f"systemctl is-active {unit}", check=False).strip() == "inactive"
+    assert sh(machine, f"systemctl is-enabled {unit}", check=False).strip() == "enabled"
+    wait_for(f"{unit} active",
+             lambda: sh(machine, f"systemctl is-active {unit}", check=False).strip() == "active")
     env = sh(machine, "cat /etc/gourmetgram/canary-analysis.env")
     assert "CANARY_ANALYSIS_METRICS_PORT=9310" in env, env
     out = sh(machine, f"systemd-analyze security {unit} --no-pager | tail -1")
@@ -237,17 +241,13 @@ def test_prometheus_is_up_and_scrapes(host):
     base = f"http://{ADDRESS}:{s['prometheus_port']}"
     wait_for("Prometheus ready", lambda: requests.get(base + "/-/ready", timeout=5).ok)
     assert sh(machine, f"curl -fsS {base}/-/ready").strip()
-    # The canary controller only runs during a rollout: its target is down until then
-    # (the CanaryControllerDown alert knows; see docs/monitoring.md).
-    idle = {"canary-analysis"}
-
     def targets_up():
         active = requests.get(base + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        serving = [t for t in active if t["labels"]["job"] not in idle]
-        return serving and all(t["health"] == "up" for t in serving) and active
-    active = wait_for("every Prometheus target up", targets_up, timeout=120)
+        return active and all(t["health"] == "up" for t in active) and active
+    active = wait_for("every Prometheus target up (the idle controller and mtail too)", targets_up,
+                      timeout=180)
     jobs = {t["labels"]["job"] for t in active}
-    assert idle <= jobs
+    assert {"canary-analysis", "mtail"} <= jobs
     assert "food11" in jobs
     variants = {t["labels"].get("variant") for t in active if t["labels"]["job"] == "food11"}
     assert variants == {"production", "canary"}
@@ -261,6 +261,15 @@ def test_smoke_through_nginx(host):
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "FAIL" not in out, out
     assert "ok   production ready" in out and "ok   nginx stub_status" in out, out
+
+
+def test_analysis_commands_reach_the_deployed_prometheus(host):
+    """Plain `gourmetgram canary analyze` on the host reads the deployed settings."""
+    machine, _, _, _ = host
+    res = machine.ssh("gourmetgram canary analyze", check=False, timeout=120)
+    out = res.stdout + res.stderr
+    assert "Prometheus unreachable" not in out, out
+    assert "canary analysis over the last" in out, out
 
 
 def test_smoke_from_the_controller(host):

@@ -72,10 +72,11 @@ def layout(tmp_path):
     return HostLayout(state_dir=tmp_path / "state", etc_dir=tmp_path / "etc")
 
 
-def _plan(layout, data=None, live=None, last=None, lock="free"):
+def _plan(layout, data=None, live=None, last=None, lock="free", rollout=""):
     inv = load_inventory(data or {})
     return plan_from("h", inv, GpuFacts((), False, "debian"),
-                     {"live": live or "", "last_applied": last or "", "lock": lock}, layout)
+                     {"live": live or "", "last_applied": last or "", "lock": lock, "rollout": rollout},
+                     layout)
 
 
 def test_plan_keeps_a_shipped_canary_and_its_weight(layout):
@@ -109,6 +110,13 @@ def test_plan_stops_on_a_conflict(layout):
 def test_plan_refuses_while_a_canary_command_holds_the_lock(layout):
     with pytest.raises(hoststate.RolloutInProgress, match="canary change is in progress"):
         _plan(layout, lock="held")
+
+
+@pytest.mark.parametrize("phase", ["running", "rolling-back"])
+def test_plan_refuses_while_the_controller_is_in_a_rollout(layout, phase):
+    with pytest.raises(hoststate.RolloutInProgress, match=f"in a rollout \\({phase}, ship v2\\)"):
+        _plan(layout, rollout=json.dumps({"phase": phase, "cause": "ship v2"}))
+    assert _plan(layout, rollout=json.dumps({"phase": "idle"})).stack.canary_weight == 0
 
 
 @pytest.mark.parametrize("text, message", [

@@ -162,7 +162,7 @@ def test_canary_dashboard_compares_variants_and_shows_the_analysis():
 def test_canary_verdict_codes_match_the_controller_and_the_mapping():
     """The state timeline's number per verdict, its value mapping, and the verdicts the
     controller can report agree."""
-    from gourmetgram.canary.rollout import VERDICTS
+    from gourmetgram.canary.rollout_metrics import VERDICTS
 
     assert set(dashboards.VERDICT_CODE) == set(VERDICTS)
     (panel,) = [p for p in by_title()["Canary"]["panels"] if p["title"] == "Check verdicts"]

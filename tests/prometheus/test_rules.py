@@ -48,7 +48,7 @@ def test_prometheus_config_passes_promtool(tmp_path, rules_dir, gpu):
     jobs = {j["job_name"]: j for j in yaml.safe_load(config)["scrape_configs"]}
     assert ("gpu" in jobs) is gpu
     assert set(jobs) - {"gpu"} == {"food11", "web", "node", "process", "nginx", "alertmanager",
-                                   "canary-analysis", "prometheus"}
+                                   "canary-analysis", "mtail", "prometheus"}
     assert jobs["canary-analysis"]["static_configs"][0]["targets"] == ["127.0.0.1:9310"]
     variants = {c["labels"]["variant"]: c["targets"] for c in jobs["food11"]["static_configs"]}
     assert variants == {"production": ["127.0.0.1:8000"], "canary": ["127.0.0.1:8001"]}

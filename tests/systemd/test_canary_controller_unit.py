@@ -22,8 +22,8 @@ needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
 
 
 def layout_data(tmp_path: Path) -> dict[str, str]:
-    """The host layout's template data (gourmetgram.host.layout where present), with a
-    venv whose `gourmetgram` exists, since verify checks ExecStart."""
+    """The host layout's template data, with a venv whose `gourmetgram` exists, since
+    verify checks ExecStart."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     exe = venv / "bin" / "gourmetgram"
@@ -58,10 +58,13 @@ def test_security_exposure_below_4(rendered):
     assert float(m.group(1)) < 4.0, out.stdout
 
 
-def test_unit_is_not_started_by_default_and_runs_the_controller(rendered):
+def test_unit_is_always_on_and_runs_the_controller(rendered):
+    """Enabled by the deploy (WantedBy), restarted whatever ends it: idle between
+    rollouts, so its scrape target is up on a fresh deploy."""
     text = (rendered / UNIT).read_text()
     assert re.search(r"^ExecStart=\S+/gourmetgram canary run$", text, re.M)
-    assert "Restart=on-failure" in text and "NoNewPrivileges=yes" in text
+    assert "Restart=always" in text and "WantedBy=multi-user.target" in text
+    assert "NoNewPrivileges=yes" in text
     assert "ProtectSystem=strict" in text and "IPAddressDeny=any" in text
 
 

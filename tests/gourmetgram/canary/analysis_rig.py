@@ -1,14 +1,6 @@
-"""A real canary set-up for the controller tests: Debian's Prometheus scraping real
-API instances every second, a real Nginx splitting /api/ between them by weight
-(reloaded, never restarted, on every change), and a threaded client driving traffic
-through Nginx.
-
-``NginxActuator`` stands in for the canary routing library's set_weight / promote /
-rollback (developed on its own branch) at the controller's one seam: it rewrites the
-upstream weights and reloads Nginx the same way. Its ``promote`` points the production
-upstream at the canary instance (the routing library restarts the production
-instance onto the canary's model instead; that path is tested with the library).
-"""
+"""Parts for the controller tests beside tests/canary_stack.py (real APIs, the
+product's Nginx site, the real routing library): Debian's Prometheus scraping the
+API instances every second, and a threaded client driving traffic through Nginx."""
 
 from __future__ import annotations
 
@@ -24,16 +16,19 @@ from pathlib import Path
 import requests
 
 from tests.images import b64, encode, textured
-from tests.procs import Proc, free_port
+from tests.procs import REPO_ROOT, Proc, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+MTAIL = shutil.which("mtail") or "/usr/bin/mtail"
 
 
 class PrometheusServer:
     """Debian's Prometheus with a 1 s scrape of job ``food11`` (label ``variant``)."""
 
-    def __init__(self, tmp: Path, targets: dict[str, str], scrape_s: float = 1.0):
+    def __init__(self, tmp: Path, targets: dict[str, str], scrape_s: float = 1.0,
+                 jobs: dict[str, str] | None = None):
+        """``targets``: variant -> API address (job food11); ``jobs``: other job name ->
+        address (mtail, canary-analysis)."""
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,10 +39,15 @@ class PrometheusServer:
         )
         self.config = tmp / "prometheus.yml"
         every = f"{round(scrape_s * 1000)}ms"
+        others = "".join(
+            f"  - job_name: {job}\n    scrape_timeout: {every}\n"
+            f"    static_configs:\n      - targets: ['{addr}']\n"
+            for job, addr in (jobs or {}).items()
+        )
         self.config.write_text(
             f"global:\n  scrape_interval: {every}\n  evaluation_interval: {every}\n"
             f"scrape_configs:\n  - job_name: food11\n    scrape_timeout: {every}\n"
-            f"    static_configs:\n{statics}\n"
+            f"    static_configs:\n{statics}\n{others}"
         )
         self.proc: Proc | None = None
         self.starts = 0
@@ -79,113 +79,6 @@ class PrometheusServer:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"Prometheus never returned {n} series for {expr}")
-
-
-class NginxSplit:
-    """Nginx with an upstream of production and canary weighted by the canary weight."""
-
-    def __init__(self, tmp: Path, production: str, canary: str):
-        self.dir = tmp / "nginx"
-        self.dir.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.production, self.canary = production, canary
-        self.weight = 0
-        self.reloads = 0
-        self.proc: Proc | None = None
-
-    def _servers(self) -> str:
-        if self.weight <= 0:
-            return f"server {self.production};"
-        if self.weight >= 100:
-            return f"server {self.canary};"
-        return (f"server {self.production} weight={100 - self.weight};\n"
-                f"    server {self.canary} weight={self.weight};")
-
-    def _write(self) -> None:
-        d = self.dir
-        conf = f"""
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  client_max_body_size 8m;
-  client_body_buffer_size 1m;
-  upstream api {{
-    {self._servers()}
-    keepalive 16;
-  }}
-  server {{
-    listen 127.0.0.1:{self.port};
-    location = /__split {{ return 200 "{self.weight} {self.production}"; }}
-    location /api/ {{
-      proxy_pass http://api/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout 60s;
-    }}
-  }}
-}}
-"""
-        tmp = d / "nginx.conf.new"
-        tmp.write_text(conf)
-        tmp.replace(d / "nginx.conf")
-
-    def _applied(self) -> bool:
-        r = requests.get(self.url + "/__split", timeout=2)
-        return r.text == f"{self.weight} {self.production}"
-
-    def start(self) -> NginxSplit:
-        self._write()
-        self.proc = Proc([NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                          "-g", "daemon off;"], self.dir / "stdout.log")
-        self.proc.wait_until(self._applied, 30, "nginx")
-        return self
-
-    def apply(self, weight: int, production: str | None = None) -> None:
-        """Rewrites the config, reloads Nginx (SIGHUP) and waits until it serves it."""
-        self.weight = weight
-        if production:
-            self.production = production
-        self._write()
-        self.reloads += 1
-        os.kill(self.proc.pid, signal.SIGHUP)
-        self.proc.wait_until(self._applied, 30, "nginx reload")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-
-
-class NginxActuator:
-    """The controller's actuator over ``NginxSplit`` (see the module docstring)."""
-
-    def __init__(self, nginx: NginxSplit):
-        self.nginx = nginx
-        self.events: list[tuple[str, int, str]] = []
-
-    def weight(self) -> int:
-        return self.nginx.weight
-
-    def set_weight(self, weight: int, reason: str) -> None:
-        self.events.append(("set_weight", weight, reason))
-        self.nginx.apply(weight)
-
-    def promote(self, reason: str) -> None:
-        self.events.append(("promote", 0, reason))
-        self.nginx.apply(0, production=self.nginx.canary)
-
-    def rollback(self, reason: str) -> None:
-        self.events.append(("rollback", 0, reason))
-        self.nginx.apply(0)
 
 
 def image_pool(n: int = 12, bright_every: int = 0) -> list[str]:
@@ -251,3 +144,55 @@ class Traffic:
     def total(self) -> int:
         with self.lock:
             return sum(self.counts.values())
+
+
+class Mtail:
+    """Debian's mtail running the product's program (nginx/mtail/) over the stack's
+    Nginx access log, as the deploy runs it."""
+
+    def __init__(self, tmp: Path, access_log: Path):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.proc = Proc([MTAIL, "--progs", str(REPO_ROOT / "nginx" / "mtail"), "--logs",
+                          str(access_log), "--address", "127.0.0.1", "--port", str(self.port),
+                          "--logtostderr", "--poll_interval", "250ms"], tmp / "mtail.log")
+        self.proc.wait_http(f"http://{self.addr}/metrics", timeout=30)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class CrashLoop:
+    """The canary API crash-looping as under systemd's Restart=: killed (SIGKILL), started
+    again, killed again a second after it is ready, until stopped."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.stop_event = threading.Event()
+        self.kills = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            api = self.stack.apis["canary"]
+            os.killpg(api.proc.pid, signal.SIGKILL)
+            api.proc.stop()
+            self.kills += 1
+            self.stack.apis["canary"] = api = self.stack._api("canary")
+            deadline = time.monotonic() + 60
+            while not self.stop_event.is_set() and time.monotonic() < deadline:
+                try:
+                    if requests.get(api.url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                self.stop_event.wait(0.2)
+            self.stop_event.wait(1.0)
+
+    def start(self) -> CrashLoop:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(90)

@@ -7,15 +7,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from gourmetgram.canary import routing as canary
+from tests.canary_stack import make_layout, stack_data
 from tests.procs import child_env, free_port
 
 
-def cli(*args, env=None, timeout=60):
+def cli(*args, env=None, timeout=60, etc=None):
+    """The command as on a host whose /etc/gourmetgram is ``etc`` (default: an empty
+    folder, so this machine's own /etc never leaks in)."""
+    etc = etc or Path(tempfile.mkdtemp(prefix="gg-etc-"))
     return subprocess.run([sys.executable, "-m", "gourmetgram", "canary", *args],
-                          capture_output=True, text=True, timeout=timeout, env=child_env(**(env or {})))
+                          capture_output=True, text=True, timeout=timeout,
+                          env=child_env(GOURMETGRAM_ETC_DIR=str(etc), **(env or {})))
 
 
 @pytest.fixture
@@ -89,3 +97,64 @@ def test_approve_where_it_cannot_write(tmp_path):
     blocker.write_text("")
     r = cli("approve", env={"CANARY_ANALYSIS_STATE_DIR": str(blocker / "state")})
     assert r.returncode == 2 and "cannot record the approval" in r.stderr
+
+
+def test_deployed_settings_file_is_read_by_default_and_flags_override_it(tmp_path, state):
+    """On the host, plain `canary analyze` uses /etc/gourmetgram/canary-analysis.env (the
+    deployed Prometheus on the bind address), not the built-in 127.0.0.1 default."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    deployed = f"http://127.0.0.1:{free_port()}"
+    (etc / "canary-analysis.env").write_text(
+        f"CANARY_ANALYSIS_PROMETHEUS_URL={deployed}\nCANARY_ANALYSIS_STATE_DIR={state}\n")
+    r = cli("analyze", etc=etc)
+    assert r.returncode == 4 and deployed in r.stderr, r.stderr
+    other = f"http://127.0.0.1:{free_port()}"
+    r = cli("analyze", "--prometheus-url", other, etc=etc)
+    assert r.returncode == 4 and other in r.stderr and deployed not in r.stderr, r.stderr
+    (etc / "canary-analysis.env").write_text("CANARY_ANALYSIS_ALPHA=2\n")
+    r = cli("analyze", etc=etc)
+    assert r.returncode == 2 and "alpha" in r.stderr
+
+
+@pytest.fixture
+def deployed(tmp_path, demo_model):
+    """A host layout with stack.json (scrape interval 15 s, the default) and the
+    deployed settings file, no services running."""
+    layout = make_layout(tmp_path / "host")
+    canary.initialise(stack_data(demo_model, scrape_interval="15s"), layout)
+    layout.analysis_env.write_text(f"CANARY_ANALYSIS_STATE_DIR={tmp_path / 'state'}\n"
+                                   f"CANARY_ANALYSIS_PROMETHEUS_URL=http://127.0.0.1:{free_port()}\n")
+    return layout
+
+
+def host_cli(layout, *args):
+    env = {"GOURMETGRAM_STATE_DIR": str(layout.state_dir),
+           "GOURMETGRAM_TEXTFILE_DIR": str(layout.textfile_dir),
+           "GOURMETGRAM_NGINX_SITE": str(layout.nginx_site)}
+    return cli(*args, env=env, etc=layout.etc_dir)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--interval", "10"],
+     "window 10 s is shorter than 4 scrape intervals (4 x 15 s = 60 s)"),
+    (["analyze", "--window", "30"],
+     "window 30 s is shorter than 4 scrape intervals (4 x 15 s = 60 s)"),
+])
+def test_window_shorter_than_four_deployed_scrape_intervals_is_refused(deployed, args, needle):
+    r = host_cli(deployed, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_window_of_four_scrape_intervals_is_accepted(deployed):
+    r = host_cli(deployed, "analyze", "--window", "60")
+    assert r.returncode == 4 and "Prometheus unreachable" in r.stderr, r.stderr
+
+
+def test_start_records_a_request_and_status_shows_the_idle_controller(deployed, tmp_path):
+    r = host_cli(deployed, "start")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "state" / "start").read_text())["requested_at"] > 0
+    r = host_cli(deployed, "status")
+    assert "controller: idle" in r.stdout, r.stdout + r.stderr

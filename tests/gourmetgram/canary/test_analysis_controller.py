@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 
 import pytest
 import requests
 
 from gourmetgram.canary.analysis import Histogram, VariantWindow
 from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.judge import CHECKS
 from gourmetgram.canary.promclient import PrometheusUnavailable
 from gourmetgram.canary.rollout import (
     ADVANCE,
@@ -24,6 +27,7 @@ from gourmetgram.canary.rollout import (
     AnalysisMetrics,
     Controller,
     approve,
+    request_start,
 )
 
 
@@ -34,7 +38,7 @@ def window(n: int, errors: int = 0, confidence: float = 0.85, cls: str = "Bread"
         {round(0.1 * i, 1): (n if round(0.1 * i, 1) >= lo + 0.1 else 0.0) for i in range(11)}
         | {math.inf: n}, n * confidence, n)
     return VariantWindow(requests=n, errors=errors, latency=lat, confidence=conf,
-                         classes={cls: n * 0.5, "Soup": n * 0.5})
+                         classes={cls: n * 0.5, "Soup": n * 0.5}, up=1.0)
 
 
 class Reader:
@@ -44,7 +48,7 @@ class Reader:
         self.windows = {"canary": canary, "production": production}
         self.down = False
 
-    def read(self):
+    def read(self, at=None):
         if self.down:
             raise PrometheusUnavailable("connection refused")
         return self.windows
@@ -73,8 +77,11 @@ class Recorder:
 
 @pytest.fixture
 def settings(tmp_path):
+    # Fixed windows do not follow the weight, so the sample-ratio check (tested on its own
+    # in test_analysis_availability.py) is left out here.
+    checks = tuple(c for c in CHECKS if c != "sample_ratio")
     return AnalysisSettings(interval_s=0.01, state_dir=tmp_path / "state", failed_checks_threshold=2,
-                            metrics_port=0)
+                            metrics_port=0, checks=checks)
 
 
 def run(settings, reader, act, steps=50):
@@ -191,33 +198,6 @@ def test_failed_rollback_is_retried_at_the_next_analysis(settings):
     assert "rollback failed" in c.history[1].reason and act.calls == [("rollback",)]
 
 
-def test_library_actuator_calls_the_canary_library_with_reasons(monkeypatch):
-    """The one seam: the adapter reads ``status()["canary_weight"]`` and passes the
-    decision's reason to set_weight/promote/rollback (a recording module stands in for
-    gourmetgram.canary.routing, which has its own tests against real Nginx)."""
-    import types
-
-    import gourmetgram
-    from gourmetgram.canary.rollout import CanaryLibraryActuator
-
-    calls = []
-    fake = types.ModuleType("gourmetgram.canary.routing")
-    fake.status = lambda layout=None: {"canary_weight": 30, "variants": {}}
-    fake.set_weight = lambda weight, reason="", layout=None, services=None: calls.append(
-        ("set", weight, reason))
-    fake.promote = lambda reason="", layout=None, services=None: calls.append(("promote", reason))
-    fake.rollback = lambda reason="rollback", layout=None, services=None: calls.append(
-        ("rollback", reason))
-    monkeypatch.setitem(__import__("sys").modules, "gourmetgram.canary.routing", fake)
-    monkeypatch.setattr(gourmetgram, "canary", fake, raising=False)
-    act = CanaryLibraryActuator()
-    assert act.weight() == 30
-    act.set_weight(40, reason="r1")
-    act.promote(reason="r2")
-    act.rollback(reason="r3")
-    assert calls == [("set", 40, "r1"), ("promote", "r2"), ("rollback", "r3")]
-
-
 class Unreadable(Recorder):
     def weight(self) -> int:
         raise OSError("stack.json: permission denied")
@@ -229,3 +209,97 @@ def test_unreadable_canary_state_pauses(settings):
     d = c.step()
     assert d.action == PAUSE and "cannot read the canary weight" in d.reason
     assert act.calls == [] and c.failed == 0
+
+
+def test_a_canary_judged_bad_is_never_advanced_while_its_rollback_fails(settings):
+    """The rollback is decided once: a passing window after a failed rollback retries
+    the rollback, it never steps the canary up or promotes it."""
+    act = Broken(weight=20, n=2)
+    reader = Reader(window(400, errors=80), window(4000))
+    c = Controller(settings, act, reader=reader)
+    assert [c.step().action for _ in range(2)] == [HOLD, HOLD]  # 1 of 2; rollback fails
+    reader.windows["canary"] = window(400)  # now it looks healthy
+    assert c.step().action == HOLD and "rollback failed" in c.history[-1].reason
+    assert c.step().action == ROLLBACK and act.w == 0
+    assert act.calls == [("rollback",)]
+
+
+def test_rollout_state_survives_a_controller_restart(settings):
+    act = Recorder(weight=20)
+    reader = Reader(window(400, errors=80), window(4000))
+    first = Controller(settings, act, reader=reader)
+    assert first.step().action == HOLD and first.failed == 1
+    state = json.loads((settings.state_dir / "rollout.json").read_text())
+    assert state["phase"] == "running" and state["failed"] == 1 and state["analyses"] == 1
+    second = Controller(settings, act, reader=reader)  # the unit restarted
+    assert second.failed == 1 and second.state.analyses == 1
+    assert second.step().action == ROLLBACK and act.calls == [("rollback",)]
+    assert json.loads((settings.state_dir / "rollout.json").read_text())["phase"] == "idle"
+
+
+def test_a_decided_rollback_is_retried_after_a_restart(settings):
+    act = Broken(weight=20, n=2)
+    reader = Reader(window(400, errors=80), window(4000))
+    first = Controller(settings, act, reader=reader)
+    first.step()
+    first.step()  # rollback decided, fails
+    assert json.loads((settings.state_dir / "rollout.json").read_text())["phase"] == "rolling-back"
+    reader.windows["canary"] = window(400)
+    second = Controller(settings, act, reader=reader)
+    assert second.step().action == HOLD  # second failure of the routing change
+    assert second.step().action == ROLLBACK and act.w == 0
+
+
+def test_progress_deadline_rolls_back_a_rollout_stuck_on_hold(settings):
+    s = settings.model_copy(update={"progress_deadline_s": 0.3})
+    act = Recorder(weight=10)
+    c = Controller(s, act, reader=Reader(window(30), window(4000)))
+    first = c.step()
+    assert first.action == HOLD and first.reason.startswith("inconclusive")
+    time.sleep(0.4)
+    d = c.step()
+    assert d.action == ROLLBACK and act.calls == [("rollback",)]
+    assert "past the progress deadline of 0.3 s" in d.reason and "inconclusive" in d.reason
+
+
+def _history(path, *entries):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for e in entries:
+            f.write(json.dumps(e) + "\n")
+
+
+def test_always_on_controller_idles_then_rolls_out_a_shipped_canary(settings, tmp_path):
+    """Idle (phase metric idle, metrics served) until a ship shows in the routing
+    history; an old ship from before its first start is not rolled out by surprise."""
+    history = tmp_path / "canary-history.jsonl"
+    _history(history, {"time": time.time() - 100, "action": "ship", "versions": {"canary": "old"}})
+    m = AnalysisMetrics()
+    port = m.serve("127.0.0.1", 0)
+    act = Recorder(weight=0)
+    c = Controller(settings, act, reader=Reader(window(400), window(4000)), metrics=m)
+    stop = threading.Event()
+    t = threading.Thread(target=c.serve, args=(stop, history), kwargs={"poll_s": 0.05})
+    t.start()
+    try:
+        time.sleep(0.5)
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'canary_analysis_phase{phase="idle"} 1.0' in text and act.calls == []
+        _history(history, {"time": time.time(), "action": "ship", "versions": {"canary": "v9"}})
+        deadline = time.monotonic() + 20
+        while ("promote",) not in act.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert act.calls[-1] == ("promote",), act.calls
+        time.sleep(0.3)
+        assert c.state.phase == "idle" and act.calls.count(("promote",)) == 1  # idle again
+        request_start(settings, "tester")  # `gourmetgram canary start`
+        deadline = time.monotonic() + 20
+        while act.calls.count(("promote",)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert act.calls.count(("promote",)) == 2
+        assert c.history[-1].action == PROMOTE
+    finally:
+        stop.set()
+        t.join(10)
+        m.close()
+    assert not t.is_alive()

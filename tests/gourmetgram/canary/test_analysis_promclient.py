@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from gourmetgram.canary.analysis import FAIL, judge
+from gourmetgram.canary.analysis import FAIL
 from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.judge import judge
 from gourmetgram.canary.promclient import (
     PromClient,
     PrometheusQueryError,
@@ -33,7 +34,8 @@ def test_empty_prometheus_gives_inconclusive_checks(prom, tmp_path):
     results = {r.check: r.verdict for r in judge(windows["canary"], windows["production"], s)}
     assert results == {"error_rate": "inconclusive", "latency": "inconclusive",
                        "confidence": "inconclusive", "class_mix": "inconclusive",
-                       "drift": "skipped"}
+                       "drift": "skipped", "up": "inconclusive", "restarts": "skipped",
+                       "upstream_errors": "skipped", "sample_ratio": "skipped"}
     assert FAIL not in results.values()
 
 

@@ -24,11 +24,11 @@ from gourmetgram.canary.analysis import (
     histogram_mean_var,
     histogram_quantile,
     jensen_shannon,
-    judge,
     latency_check,
     mann_whitney_binned,
 )
 from gourmetgram.canary.analysis_settings import AnalysisSettings
+from gourmetgram.canary.judge import judge
 
 ALPHA = 0.01
 LAT_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -298,3 +298,19 @@ def test_confidence_with_a_minimum_of_one_request_does_not_crash():
     r = confidence_check(VariantWindow(confidence=one), VariantWindow(confidence=many),
                          alpha=ALPHA, min_requests=1, max_drop=0.05)
     assert r.verdict in (PASS, FAIL) and 0 <= r.p_value <= 1
+
+
+def test_fast_fisher_and_chi_square_equal_scipy():
+    """The checks' own Fisher tail and chi-square (fast enough for the 1,000-rollout
+    simulation) give SciPy's numbers."""
+    from gourmetgram.canary.analysis import chi2_homogeneity, fisher_greater
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        an, bn = int(rng.integers(1, 800)), int(rng.integers(1, 800))
+        ae, be = int(rng.integers(0, an + 1)), int(rng.integers(0, bn + 1))
+        want = stats.fisher_exact([[ae, an - ae], [be, bn - be]], alternative="greater").pvalue
+        assert fisher_greater(ae, an, be, bn) == pytest.approx(want, rel=1e-7, abs=1e-12)
+        table = rng.integers(1, 200, size=(2, int(rng.integers(2, 11))))
+        chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+        assert chi2_homogeneity(table) == pytest.approx((chi2, p, dof), rel=1e-9)
