@@ -19,6 +19,14 @@ from tests.procs import ApiServer, Proc, child_env, free_port
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
 
 
+@pytest.fixture(autouse=True)
+def feedback_dir(tmp_path, monkeypatch) -> Path:
+    """Every web app in a test keeps its feedback in the test's folder, never /var/lib."""
+    d = tmp_path / "feedback"
+    monkeypatch.setenv("WEB_FEEDBACK_DIR", str(d))
+    return d
+
+
 @pytest.fixture(scope="session")
 def api(tmp_path_factory, demo_model) -> ApiServer:
     """A real ``gourmetgram serve-api`` with the demo model, shared by the web tests."""
