@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gourmetgram.commands.canary",
     "gourmetgram.commands.smoke",
     "gourmetgram.commands.analysis",
+    "gourmetgram.commands.feedback",
 )
 
 

@@ -237,3 +237,39 @@ def test_feedback_counts_metric(web):
     key = (("model_version", "v-stub"), ("variant", "canary"))
     assert m[("feedback_total", (("kind", "right"), *key))] == 2
     assert m[("feedback_total", (("kind", "wrong"), *key))] == 1
+
+
+def test_export_writes_an_image_folder_with_a_manifest(web, password, feedback_dir, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from tests.procs import child_env
+
+    client = web(review_sample_rate=1.0)
+    a, photo_a = predict(client, seed=21)
+    b, photo_b = predict(client, seed=22)
+    assert client.post("/feedback", data={"prediction_id": a["prediction_id"], "verdict": "wrong",
+                                          "label": "Noodles/Pasta"}, headers=JSON).status_code == 201
+    token = review_token(client, password[1])
+    client.post("/review/label", data={"token": token, "prediction_id": b["prediction_id"],
+                                       "label": "Bread"}, auth=("operator", password[1]))
+    out = tmp_path / "export"
+    r = subprocess.run([sys.executable, "-m", "gourmetgram", "feedback", "export", "--out",
+                        str(out), "--feedback-dir", str(feedback_dir)],
+                       capture_output=True, text=True, env=child_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "2 labelled photos" in r.stdout
+    manifest = list(csv.DictReader(open(out / "manifest.csv")))
+    by_id = {m["prediction_id"]: m for m in manifest}
+    ma, mb = by_id[a["prediction_id"]], by_id[b["prediction_id"]]
+    assert (ma["label"], ma["label_source"], ma["queue"]) == ("Noodles/Pasta", "user", "random")
+    assert (mb["label"], mb["label_source"]) == ("Bread", "operator")
+    assert (out / ma["file"]).read_bytes() == photo_a and ma["file"].startswith("Noodles_Pasta/")
+    assert (out / mb["file"]).read_bytes() == photo_b
+    assert ma["sha256"] == hashlib.sha256(photo_a).hexdigest()
+    assert {p.name for p in out.iterdir()} == {"Noodles_Pasta", "Bread", "manifest.csv"}
+    again = subprocess.run([sys.executable, "-m", "gourmetgram", "feedback", "export", "--out",
+                            str(out), "--feedback-dir", str(feedback_dir)],
+                           capture_output=True, text=True, env=child_env(), timeout=60)
+    assert again.returncode == 2 and "not empty" in again.stderr
