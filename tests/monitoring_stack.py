@@ -55,6 +55,9 @@ TEST_THRESHOLDS = {
     "host_disk_for": "0s",
     "target_down_for": "0s",
     "unit_failed_for": "0s",
+    "feedback_accuracy_below": 1,
+    "feedback_min_labels": 0,
+    "feedback_accuracy_for": "0s",
 }
 
 NGINX_CONF = """\
