@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gourmetgram.analysis import CHECKS
+from gourmetgram.analysis import CHECKS, DEFAULT_CHECKS
 from gourmetgram.errors import UsageError
 
 DEFAULT_STATE_DIR = Path("/var/lib/gourmetgram/canary-analysis")
@@ -60,8 +60,9 @@ class AnalysisSettings(BaseSettings):
     metrics_port: int = Field(9310, ge=0, le=65535)
 
     # --- the checks ----------------------------------------------------------------
-    # Which checks run (any of: error_rate, latency, confidence, class_mix, drift).
-    checks: Annotated[tuple[str, ...], NoDecode] = CHECKS
+    # Which checks run (any of: error_rate, latency, confidence, class_mix, drift, and the
+    # opt-in accuracy).
+    checks: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CHECKS
     # One-sided significance level of every check's "canary is worse" test. With a
     # threshold of 2 failed analyses, a good canary is rolled back by chance with a
     # probability of roughly (checks x alpha)^2 per pair of analyses.
@@ -93,6 +94,11 @@ class AnalysisSettings(BaseSettings):
     # drift: drift_events_total per drift_samples_total, Fisher exact test.
     drift_min_requests: int = Field(100, ge=1)
     drift_min_increase: float = Field(0.05, ge=0, le=1)
+
+    # accuracy: the web app's online accuracy estimate (docs/feedback.md), z-test.
+    accuracy_min_labels: int = Field(50, ge=1)
+    # Largest tolerated drop of the estimated accuracy (absolute, 0..1).
+    accuracy_max_drop: float = Field(0.03, ge=0, le=1)
 
     @field_validator("checks", "latency_quantiles", mode="before")
     @classmethod

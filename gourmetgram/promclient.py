@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from gourmetgram.analysis import Histogram, VariantWindow
+from gourmetgram.analysis import Histogram, OnlineAccuracy, VariantWindow
 
 VARIANTS = ("production", "canary")
 
@@ -104,7 +104,27 @@ class WindowReader:
                 w = out.get(labels.get("variant"))
                 if w is not None:
                     setattr(w, attr, value)
+        for variant, estimate in self._accuracy(at).items():
+            if variant in out:
+                out[variant].accuracy = estimate
         return out
+
+    def _accuracy(self, at: float) -> dict[str, OnlineAccuracy]:
+        """The web app's feedback_accuracy* gauges of each variant's current model version
+        (the one model_info says it serves), not of versions it served before."""
+        current = (f'label_replace(max by (variant, version) (model_info{self._m()}), '
+                   '"model_version", "$1", "version", "(.+)")')
+        parts = {}
+        for suffix in ("", "_lower", "_upper", "_labels"):
+            expr = (f"max by (variant, model_version) (feedback_accuracy{suffix}) "
+                    f"and on (variant, model_version) {current}")
+            parts[suffix] = {lab.get("variant"): v for lab, v in self.client.query(expr, at)}
+        return {
+            variant: OnlineAccuracy(acc, parts["_lower"].get(variant, float("nan")),
+                                    parts["_upper"].get(variant, float("nan")),
+                                    parts["_labels"].get(variant, float("nan")))
+            for variant, acc in parts[""].items()
+        }
 
     def _histograms(self, metric: str, extra: str, at: float) -> dict[str, Histogram]:
         """One histogram per variant from three queries (buckets, sum, count)."""
