@@ -7,7 +7,8 @@ person starts it for a rollout (``systemctl start gourmetgram-canary-controller`
 from io import StringIO
 
 from pyinfra import host, logger
-from pyinfra.operations import files, systemd
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gourmetgram import deploykit as dk
@@ -68,6 +69,15 @@ for variant in stack.models:
     )
     systemd.service(name=f"Enable and start {unit}", service=unit, running=True, enabled=True)
 if web_ok:
+    review_password = stack.review_password_file
+    if not host.get_fact(File, path=review_password):
+        server.shell(
+            name=f"Generate the operator's /review password into {review_password} (root only)",
+            commands=[f"test -s {review_password} || (umask 077 && head -c 32 /dev/urandom "
+                      f"| base64 | tr -d '/+=\\n' > {review_password})"],
+        )
+    files.file(name="Keep the /review password root-only", path=review_password,
+               user="root", group="root", mode="600", present=True)
     systemd.service(
         name="Restart gourmetgram-web (its unit or code changed)",
         service="gourmetgram-web",
