@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import secrets
 import sys
 import threading
 import time
@@ -26,7 +28,7 @@ from gourmetgram.analysis_settings import AnalysisSettings
 from gourmetgram.rollout import AnalysisMetrics, Controller
 from gourmetgram.stack import StackConfig, load_stack
 from tests.images import b64, encode, textured
-from tests.procs import ApiServer, Proc, free_port
+from tests.procs import ApiServer, Proc, child_env, free_port
 
 # Thresholds of the test profile: every alert whose condition the test traffic can make
 # true fires within seconds; "Failed requests" keeps a short `for` so pending is exercised.
@@ -237,10 +239,34 @@ class MonitoringStack:
         self.prometheus_url = f"http://127.0.0.1:{self.stack.prometheus_port}"
         self.alertmanager_url = f"http://127.0.0.1:{self.stack.alertmanager_port}"
 
-    def _proc(self, name: str, argv: list[str]) -> Proc:
-        p = Proc(argv, self.tmp / f"{name}.log")
+    def _proc(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        p = Proc(argv, self.tmp / f"{name}.log", env=child_env(**(env or {})))
         self.procs.append(p)
         return p
+
+    def _feedback_env(self) -> dict[str, str]:
+        """Every prediction sampled for review, so one label gives the accuracy series."""
+        self.review_password = secrets.token_urlsafe(18)
+        pw = self.tmp / "review-password"
+        pw.write_text(self.review_password)
+        return {"WEB_FEEDBACK_DIR": str(self.tmp / "feedback"), "WEB_REVIEW_SAMPLE_RATE": "1",
+                "WEB_REVIEW_PASSWORD_FILE": str(pw)}
+
+    def _seed_feedback(self, web_url: str) -> None:
+        """A person's "wrong" and the operator's label on it (a wrong prediction: the
+        estimate is 0, so the test profile's FeedbackAccuracyLow fires)."""
+        auth = ("operator", self.review_password)
+        answer = requests.get(web_url + "/test", headers={"Accept": "application/json"},
+                              timeout=30).json()
+        label = "Rice" if answer["prediction"] != "Rice" else "Soup"
+        requests.post(web_url + "/feedback", timeout=10, data={
+            "prediction_id": answer["prediction_id"], "verdict": "wrong", "label": label,
+        }).raise_for_status()
+        token = re.search(r'name="token" value="([0-9a-f]+)"',
+                          requests.get(web_url + "/review", auth=auth, timeout=10).text).group(1)
+        requests.post(web_url + "/review/label", auth=auth, timeout=10, data={
+            "token": token, "prediction_id": answer["prediction_id"], "label": label,
+        }).raise_for_status()
 
     def _drift_args(self) -> list[str]:
         """Drift detection on, where this checkout has it (``build-drift-reference``):
@@ -302,7 +328,8 @@ class MonitoringStack:
             web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
                                      "--host", "127.0.0.1", "--port", str(s.web_port),
                                      "--api-url", self.apis[0].url, "--workers", "1",
-                                     "--metrics-dir", str(tmp / "web-metrics")])
+                                     "--metrics-dir", str(tmp / "web-metrics")],
+                             env=self._feedback_env())
 
         nginx.wait_http(f"http://127.0.0.1:{s.nginx_status_port}/stub_status")
         for name, port in (("prometheus", s.prometheus_port),
@@ -319,6 +346,7 @@ class MonitoringStack:
             web_url = f"http://127.0.0.1:{s.web_port}"
             web.wait_http(web_url + "/")
             self.web_started = True
+            self._seed_feedback(web_url)
         self.traffic = Traffic([a.url for a in self.apis], web_url)
         self.traffic.one_round()
         self.traffic.start()
@@ -336,6 +364,7 @@ class MonitoringStack:
         'canary_weight',
         'ALERTS{alertname="Failed requests", alertstate="firing"}',
         'count(canary_analysis_check_p_value{job="canary-analysis"}) >= 4',
+        'feedback_accuracy_upper{job="web"} < 1',
     )
 
     def warm_up(self, timeout: float = 150.0) -> MonitoringStack:
