@@ -36,8 +36,9 @@ class FeedbackService:
         self.settings = settings
         self.store = FeedbackStore(settings.feedback_db_url, settings.feedback_dir)
         self.photos = PhotoStore(settings.feedback_dir / "photos")
-        self.pending = PendingStore(settings.feedback_dir / "pending", settings.pending_seconds,
-                                    settings.pending_keep)
+        self.pending = PendingStore(settings.pending_dir or settings.feedback_dir / "pending",
+                                    settings.pending_seconds, settings.pending_keep,
+                                    settings.pending_max_bytes)
         self.classes = settings.classes
 
     @property

@@ -1,9 +1,10 @@
 """Predictions waiting for the person's "right" / "wrong": the answer and the photo,
-kept for a short while only (``ttl`` seconds, at most ``keep`` of them), so a
-feedback can keep the photo without the web app keeping every upload. A folder,
-not memory, because the feedback may reach another gunicorn worker than the
-prediction did; nothing here is durable, and the page says photos are not kept
-unless the person answers."""
+kept for a short while only (``ttl`` seconds, at most ``keep`` of them and
+``max_bytes`` of photos), so a feedback can keep the photo without the web app
+keeping every upload. A folder, because the feedback may reach another gunicorn
+worker than the prediction did; deployed, it is under the unit's RuntimeDirectory
+(tmpfs: memory, gone at reboot). Nothing here is durable, and the page says photos
+are not kept unless the person answers."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ ID = re.compile(r"[0-9a-f]{32}")
 
 
 class PendingStore:
-    def __init__(self, directory: Path, ttl: float, keep: int):
+    def __init__(self, directory: Path, ttl: float, keep: int, max_bytes: int):
         self.dir = Path(directory)
         self.ttl = ttl
         self.keep = keep
+        self.max_bytes = max_bytes
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def put(self, prediction_id: str, record: dict, photo: bytes) -> None:
@@ -50,20 +52,35 @@ class PendingStore:
             (self.dir / f"{prediction_id}{suffix}").unlink(missing_ok=True)
 
     def prune(self) -> None:
-        """Drops expired entries, then the oldest beyond ``keep``."""
+        """Drops expired entries (and stray files), then the oldest beyond ``keep`` or
+        ``max_bytes``."""
         now = time.time()
-        notes = []
+        entries: dict[str, list] = {}  # id -> [time, photo bytes, has note]
         with os.scandir(self.dir) as it:
             for e in it:
-                if e.name.endswith(".json") and not e.name.startswith("."):
-                    try:
-                        notes.append((e.stat().st_mtime, e.name[:-5]))
-                    except FileNotFoundError:
-                        continue
-        notes.sort()
-        fresh = [(t, pid) for t, pid in notes if now - t <= self.ttl]
-        for _, pid in notes[: len(notes) - len(fresh)] + fresh[: max(0, len(fresh) - self.keep)]:
-            self.remove(pid)
+                pid, _, suffix = e.name.partition(".")
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                if not pid:  # a temporary file (".tmp-..."): stray once it is old
+                    if now - st.st_mtime > self.ttl:
+                        Path(e.path).unlink(missing_ok=True)
+                    continue
+                entry = entries.setdefault(pid, [st.st_mtime, 0, False])
+                entry[0] = min(entry[0], st.st_mtime)
+                if suffix == "photo":
+                    entry[1] = st.st_size
+                elif suffix == "json":
+                    entry[2] = True
+        ordered = sorted(entries.items(), key=lambda kv: kv[1][0], reverse=True)
+        kept, total = 0, 0
+        for pid, (t, size, has_note) in ordered:  # newest first
+            stale = now - t > self.ttl or (not has_note and now - t > 60)
+            if stale or kept >= self.keep or total + size > self.max_bytes:
+                self.remove(pid)
+                continue
+            kept, total = kept + 1, total + size
 
     def _write(self, name: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")

@@ -67,6 +67,12 @@ class WebSettings(BaseSettings):
         description="How long a photo waits for the person's right/wrong before it is dropped.",
     )
     pending_keep: int = Field(2000, ge=10, le=100_000, description="Most photos waiting at once.")
+    pending_max_bytes: int = Field(
+        256_000_000, ge=1_000_000, description="Most bytes of photos waiting at once.",
+    )
+    pending_dir: Path | None = Field(
+        None, description="Where photos wait for an answer; empty: feedback_dir/pending.",
+    )
     review_sample_rate: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of all predictions kept for review (random queue).",
     )
@@ -91,7 +97,8 @@ class WebSettings(BaseSettings):
                              "or postgresql://user@host/db")
         return v
 
-    @field_validator("upload_dir", "metrics_dir", "review_password_file", mode="before")
+    @field_validator("upload_dir", "metrics_dir", "review_password_file", "pending_dir",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("", None) else v
