@@ -14,9 +14,20 @@ from pathlib import Path
 import pytest
 
 from app_web.settings import BUNDLED_TEST_PHOTO
+from tests.app_web import postgres
 from tests.procs import ApiServer, Proc, child_env, free_port
 
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL cluster of its own (tests/app_web/postgres.py), for the session."""
+    if not postgres.available():
+        pytest.skip("needs Debian's postgresql (scripts/install-test-deps.sh)")
+    cluster = postgres.Cluster().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(autouse=True)

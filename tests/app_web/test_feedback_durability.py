@@ -1,9 +1,9 @@
 """An acknowledged feedback survives SIGKILL: a real ``serve-web`` (gunicorn) takes a
 stream of predictions and answers; mid-stream its worker is killed with SIGKILL, then
-the whole server is; a new server on the same folder must have every answer that got
-its 201 (row and photo), and nothing that was refused. SQLite in WAL mode with
-synchronous=FULL: each commit is fsynced before the answer goes out, so the same holds
-for a power cut (the photo file and its folder are fsynced before the row)."""
+the whole server is; a new server on the same store must have every answer that got
+its 201 (row and photo). Run on SQLite (WAL, synchronous=FULL: each commit is fsynced
+before the answer goes out, so the same holds for a power cut; the photo file and its
+folder are fsynced before the row) and on a real PostgreSQL cluster."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from app_web.feedback_store import FeedbackStore
@@ -25,8 +26,19 @@ def worker_pids(master: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def test_acknowledged_feedback_survives_sigkill(upstream, start_web, feedback_dir):
-    web = start_web(upstream.url, workers=1)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    if request.param == "sqlite":
+        return ""
+    url = request.getfixturevalue("pg_cluster").url
+    with FeedbackStore(url, request.getfixturevalue("tmp_path"))._tx() as cur:
+        cur.execute("DELETE FROM predictions")
+    return url
+
+
+def test_acknowledged_feedback_survives_sigkill(upstream, start_web, feedback_dir, db_url):
+    env = {"WEB_FEEDBACK_DB_URL": db_url}
+    web = start_web(upstream.url, workers=1, env=env)
     acked: dict[str, str] = {}
     photos: dict[str, bytes] = {}
     stop = threading.Event()
@@ -66,8 +78,8 @@ def test_acknowledged_feedback_survives_sigkill(upstream, start_web, feedback_di
     t.join(15)
     assert len(acked) >= 30, (len(acked), errors[:3])
 
-    again = start_web(upstream.url, workers=1)
-    store = FeedbackStore("", feedback_dir)
+    again = start_web(upstream.url, workers=1, env=env)
+    store = FeedbackStore(db_url, feedback_dir)
     for pid, label in acked.items():
         row = store.get(pid)
         assert row is not None, f"acknowledged {pid} was lost"

@@ -8,16 +8,6 @@ import threading
 import pytest
 
 from app_web.feedback_store import FeedbackStore, Row
-from tests.app_web import postgres
-
-
-@pytest.fixture(scope="module")
-def pg_cluster(tmp_path_factory):
-    if not postgres.available():
-        pytest.skip("needs Debian's postgresql (scripts/install-test-deps.sh)")
-    cluster = postgres.Cluster(tmp_path_factory.mktemp("postgres")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
