@@ -59,16 +59,22 @@ def estimate(correct: np.ndarray, w: np.ndarray, z: float = Z95) -> Estimate | N
     """Weighted accuracy and its interval from the labelled items; None without any."""
     y = np.asarray(correct, dtype=float)
     w = np.asarray(w, dtype=float)
-    n = len(y)
-    if n == 0:
+    return from_sums(len(y), w.sum(), (w * y).sum(), (w * w).sum(), (w * w * y).sum(), z)
+
+
+def from_sums(n: int, sw: float, swy: float, sw2: float, sw2y: float,
+              z: float = Z95) -> Estimate | None:
+    """The same from the sums the database adds up (labels are 0/1, so y^2 = y):
+    n labels, sum w, sum w*y, sum w^2, sum w^2*y."""
+    if n == 0 or sw <= 0:
         return None
-    total = w.sum()
-    acc = float((w * y).sum() / total)
-    kish = float(total**2 / (w**2).sum())
-    variance = (n / (n - 1)) * float(((w * (y - acc)) ** 2).sum()) / total**2 if n > 1 else 0.0
+    acc = float(swy / sw)
+    kish = float(sw**2 / sw2)
+    spread = sw2y * (1 - 2 * acc) + acc**2 * sw2  # sum of w^2 (y - acc)^2
+    variance = (n / (n - 1)) * max(0.0, float(spread)) / sw**2 if n > 1 else 0.0
     n_eff = acc * (1 - acc) / variance if 0 < acc < 1 and variance > 0 else kish
     lower, upper = wilson(acc, n_eff, z)
-    return Estimate(acc, lower, upper, n, n_eff)
+    return Estimate(acc, lower, upper, int(n), float(n_eff))
 
 
 def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -78,18 +84,24 @@ def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def estimate_groups(rows: Iterable[tuple[str, str, str, float, int, bool | None]],
-                    ) -> dict[tuple[str, str], Estimate]:
-    """Per (variant, model version), from ``FeedbackStore.sampled()`` rows."""
-    groups: dict[tuple[str, str], list] = {}
-    for variant, version, queue, p, labelled, right in rows:
-        groups.setdefault((variant, version), []).append((queue, p, labelled, bool(right)))
+def estimate_groups(rows: Iterable[tuple], z: float = Z95) -> dict[tuple[str, str], Estimate]:
+    """Per (variant, model version), from ``FeedbackStore.sampled_sums()`` rows: per queue
+    the kept and labelled counts and, over the labelled, sum 1/p, sum y/p, sum 1/p^2,
+    sum y/p^2; a queue's labelled share s scales them by 1/s and 1/s^2."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for variant, version, _queue, kept, labelled, s1, sy, s2, sy2 in rows:
+        if not labelled:
+            continue
+        share = labelled / kept
+        g = groups.setdefault((variant, version), [0, 0.0, 0.0, 0.0, 0.0])
+        g[0] += labelled
+        g[1] += s1 / share
+        g[2] += sy / share
+        g[3] += s2 / share**2
+        g[4] += sy2 / share**2
     out = {}
-    for key, items in groups.items():
-        queues, probs, labelled, right = (np.array(col) for col in zip(*items, strict=True))
-        w = weights(queues, probs, labelled)
-        sel = labelled.astype(bool)
-        est = estimate(right[sel], w[sel])
+    for key, (n, sw, swy, sw2, sw2y) in groups.items():
+        est = from_sums(n, sw, swy, sw2, sw2y, z)
         if est is not None:
             out[key] = est
     return out

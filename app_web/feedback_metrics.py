@@ -26,7 +26,7 @@ class FeedbackCollector:
         try:
             counts = self.store.counts()
             labelled = self.store.labelled_counts()
-            estimates = estimate_groups(self.store.sampled())
+            estimates = estimate_groups(self.store.sampled_sums())
         except Exception as e:  # a scrape must answer even when the database does not
             log.warning("feedback store unreadable for metrics: %s", e)
             up.add_metric([], 0)

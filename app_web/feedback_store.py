@@ -187,15 +187,23 @@ class FeedbackStore:
         """Every row with a label from the operator or a verdict from the person."""
         return self._rows("WHERE label IS NOT NULL OR verdict IS NOT NULL ORDER BY predicted_at")
 
-    def sampled(self) -> list[tuple[str, str, str, float, int, str | None]]:
-        """Per sampled row: variant, version, queue, sampling probability, was it
-        labelled, and whether the prediction was right (None when unlabelled)."""
+    def sampled_sums(self) -> list[tuple]:
+        """Per variant, version and sampled queue: kept, labelled, and over the labelled
+        sum 1/p, sum y/p, sum 1/p^2, sum y/p^2 (y = the prediction was right). The
+        estimator needs only these, so a scrape costs one aggregate query, not a row
+        per photo."""
+        right = "CASE WHEN label = predicted THEN 1.0 ELSE 0.0 END"
+        lab = "CASE WHEN label IS NOT NULL THEN 1.0 ELSE 0.0 END"
+        p = "sampling_probability"
         with self._tx() as cur:
             rows = cur.execute(
-                "SELECT variant, model_version, queue, sampling_probability, label, predicted "
-                "FROM predictions WHERE queue IN ('random', 'low_confidence')").fetchall()
-        return [(v, m, q, p, int(lab is not None), None if lab is None else lab == pred)
-                for v, m, q, p, lab, pred in rows]
+                f"SELECT variant, model_version, queue, COUNT(*), SUM({lab}), "
+                f"SUM({lab} / {p}), SUM({right} / {p}), SUM({lab} / ({p} * {p})), "
+                f"SUM({right} / ({p} * {p})) FROM predictions "
+                "WHERE queue IN ('random', 'low_confidence') "
+                "GROUP BY variant, model_version, queue").fetchall()
+        return [(v, m, q, int(n), int(nl), float(a), float(b), float(c), float(d))
+                for v, m, q, n, nl, a, b, c, d in rows]
 
     def counts(self) -> list[tuple[str, str, str, str, int]]:
         """(variant, version, kind, queue, n) where kind is the verdict or 'none'."""

@@ -50,7 +50,7 @@ def register_review(app: Flask, service: FeedbackService) -> None:
             return challenge()
         queues = [(name, title, why, service.store.queue(name, PER_QUEUE))
                   for name, title, why in QUEUES]
-        estimates = sorted(estimate_groups(service.store.sampled()).items())
+        estimates = sorted(estimate_groups(service.store.sampled_sums()).items())
         return render_template(
             "review.html", queues=queues, estimates=estimates, classes=service.classes,
             token=token, recent=service.store.recent_labels(10), settings=settings,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app_web.accuracy import estimate, inclusion_probability, weights
+from app_web.accuracy import estimate, estimate_groups, inclusion_probability, weights
 
 RUNS = 1000
 
@@ -62,3 +62,26 @@ def test_weights_and_edge_cases():
     assert e.accuracy == 1.0 and e.upper == 1.0 and 0.9 < e.lower < 0.95  # Wilson at n=50
     assert inclusion_probability(0.9, 0.1, 0.5, 0.5) == pytest.approx(0.1)
     assert inclusion_probability(0.2, 0.1, 0.5, 0.5) == pytest.approx(0.55)
+
+
+def test_sums_from_the_database_give_the_same_estimate():
+    """estimate_groups (what a scrape computes from SQL sums) equals the array version."""
+    rng = np.random.default_rng(9)
+    n = 500
+    queues = rng.choice(["random", "low_confidence"], n)
+    p = np.where(queues == "random", 0.05, rng.choice([0.3, 0.335], n))
+    labelled = rng.random(n) < np.where(queues == "random", 0.9, 0.4)
+    right = rng.random(n) < 0.7
+    w = weights(queues, p, labelled)
+    direct = estimate(right[labelled], w[labelled])
+    rows = []
+    for q in ("random", "low_confidence"):
+        sel = queues == q
+        lab = sel & labelled
+        y = right[lab]
+        rows.append(("production", "v1", q, int(sel.sum()), int(lab.sum()), (1 / p[lab]).sum(),
+                     (y / p[lab]).sum(), (1 / p[lab] ** 2).sum(), (y / p[lab] ** 2).sum()))
+    summed = estimate_groups(rows)[("production", "v1")]
+    assert summed.labels == direct.labels
+    for field in ("accuracy", "lower", "upper", "effective_n"):
+        assert getattr(summed, field) == pytest.approx(getattr(direct, field), rel=1e-9)

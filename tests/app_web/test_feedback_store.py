@@ -65,10 +65,10 @@ def test_labels_queues_and_counts(store):
     assert store.set_label(f"{13:032x}", "Rice", "operator", 9.0)
     assert not store.set_label("e" * 32, "Soup", "operator", 9.0)
     assert [r.id for r in store.queue("random", 5)] == [f"{11:032x}", f"{12:032x}"]
-    sampled = sorted(store.sampled())
-    assert len(sampled) == 5
-    assert ("production", "v1", "low_confidence", 0.1, 1, False) in sampled
-    assert ("production", "v1", "random", 0.1, 1, True) in sampled
+    sums = {q: rest for _, _, q, *rest in store.sampled_sums()}
+    # random: 3 kept, 1 labelled (right, p 0.1); low_confidence: 2 kept, 1 labelled (wrong).
+    assert sums["random"] == pytest.approx([3, 1, 10.0, 10.0, 100.0, 100.0])
+    assert sums["low_confidence"] == pytest.approx([2, 1, 10.0, 0.0, 100.0, 0.0])
     counts = {(k, q): n for _, _, k, q, n in store.counts()}
     assert counts == {("none", "random"): 3, ("none", "low_confidence"): 2, ("wrong", "flagged"): 1}
     assert sorted(store.labelled_counts()) == [("production", "v1", "low_confidence", 1),

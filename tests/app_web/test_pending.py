@@ -26,6 +26,7 @@ def test_round_trip_and_expiry(tmp_path):
     age(s, pid(1), 61)
     assert s.get(pid(1)) is None, "expired entries are not answered"
     s.put(pid(3), {}, b"x")
+    s.prune()  # puts prune every PRUNE_EVERY writes; the scan itself is what is tested
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{pid(3)}.json", f"{pid(3)}.photo"]
 
 
@@ -53,3 +54,12 @@ def test_stray_files_are_removed(tmp_path):
     os.utime(tmp_path / ".tmp-abc", (old, old))
     s.prune()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_puts_prune_now_and_then(tmp_path):
+    from app_web.pending import PRUNE_EVERY
+
+    s = PendingStore(tmp_path, ttl=3600, keep=10, max_bytes=10**9)
+    for i in range(PRUNE_EVERY + 1):
+        s.put(pid(i), {}, b"x")
+    assert len(list(tmp_path.glob("*.json"))) == 10, "the scan on write 26 kept the newest 10"
