@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -32,6 +33,10 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    prediction_id: str = Field(
+        description="Random id of this answer (also the X-Prediction-Id header); "
+        "the web app's feedback refers to it."
+    )
     prediction: str
     probability: float
     model_version: str
@@ -194,7 +199,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest):
+    async def predict(body: PredictRequest, response: Response):
         model: LoadedModel = state["model"]
         loop = asyncio.get_running_loop()
         labels = (settings.variant, model.info.version)
@@ -215,7 +220,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if feats is not None:
             for sink in feature_sinks:
                 sink(feats)
+        prediction_id = uuid.uuid4().hex
+        response.headers["X-Prediction-Id"] = prediction_id
         return PredictResponse(
+            prediction_id=prediction_id,
             prediction=name,
             probability=confidence,
             model_version=model.info.version,

@@ -28,23 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from app_api.classes import FOOD11_CLASSES
 from app_api.hashing import sha256_of
 
 log = logging.getLogger(__name__)
 
-FOOD11_CLASSES = (
-    "Bread",
-    "Dairy product",
-    "Dessert",
-    "Egg",
-    "Fried food",
-    "Meat",
-    "Noodles/Pasta",
-    "Rice",
-    "Seafood",
-    "Soup",
-    "Vegetable/Fruit",
-)
 ARCHIVE_KEY = "gourmetgram_model"
 ARCHIVE_FORMAT = 1
 

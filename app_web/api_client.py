@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import requests
@@ -19,6 +21,7 @@ log = logging.getLogger("app_web.api")
 
 # Upstream statuses that mean "the API is not there" (Nginx in front answers them).
 UNAVAILABLE = frozenset({502, 503, 504})
+PREDICTION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,11 @@ class Prediction:
     model_version: str
     variant: str
     seconds: float = 0.0
+    prediction_id: str = ""
 
     def as_json(self) -> dict:
         return {
+            "prediction_id": self.prediction_id,
             "prediction": self.prediction,
             "probability": self.probability,
             "model_version": self.model_version,
@@ -164,7 +169,17 @@ class ApiClient:
                               or "unknown"),
             variant=str(data.get("variant") or resp.headers.get("X-Model-Variant") or "unknown"),
             seconds=elapsed,
+            prediction_id=_prediction_id(data.get("prediction_id")
+                                         or resp.headers.get("X-Prediction-Id")),
         )
+
+
+def _prediction_id(given) -> str:
+    """The API's id when it sent a well-formed one; the lab's API sends none, so the web
+    app names the answer itself (feedback needs an id either way)."""
+    if isinstance(given, str) and PREDICTION_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def _detail(resp: requests.Response) -> str:

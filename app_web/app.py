@@ -4,7 +4,8 @@ object, so tests and each gunicorn worker build their own.
 Routes keep the lab's names: ``GET /`` (the page), ``POST /predict`` (multipart
 ``file``; an HTML fragment for the page, JSON on ``Accept: application/json``),
 ``GET /test`` (the bundled photo); plus ``POST /`` (the same form without
-JavaScript), ``GET /healthz`` and ``GET /metrics``.
+JavaScript), ``POST /feedback`` (the person's right / wrong, docs/feedback.md),
+``/review`` (the operator's page), ``GET /healthz`` and ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from flask import Flask, Response, g, jsonify, render_template, request, url_for
 from flask.wrappers import Request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app_web import metrics
+from app_web import feedback_metrics, metrics
 from app_web.api_client import ApiClient, Prediction, UpstreamError
+from app_web.feedback import FeedbackError, FeedbackService
+from app_web.review import register_review
 from app_web.settings import PACKAGE_DIR, WebSettings
 from app_web.uploads import NotAnImage, UploadStore, sniff_image
 
@@ -89,6 +92,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
         settings.api_url, settings.api_connect_timeout, settings.api_timeout, settings.api_retries
     )
     store = UploadStore(settings.upload_dir, settings.upload_keep) if settings.upload_dir else None
+    feedback = FeedbackService(settings)
     test_photo = settings.test_image.read_bytes()
     test_photo_is_bundled = settings.test_image.resolve().parent == PACKAGE_DIR / "static"
     asset_version = _asset_version()
@@ -101,6 +105,8 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
             "max_upload_bytes": settings.max_upload_bytes,
             "limit_text": limit_text,
             "keeps_uploads": store is not None,
+            "samples_for_review": feedback.samples,
+            "classes": settings.classes,
         }
 
     # ---- request bookkeeping: metrics, the sticky client id, security headers ----
@@ -154,6 +160,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
             )
         resp.status_code = status
         if prediction:
+            resp.headers["X-Prediction-Id"] = prediction.prediction_id
             resp.headers["X-Model-Variant"] = prediction.variant
             resp.headers["X-Model-Version"] = prediction.model_version
         if status == 503:
@@ -206,6 +213,10 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
                 store.save(data, fmt, {**prediction.as_json(), "time": time.time()})
             except OSError as e:
                 log.warning("could not keep upload in %s: %s", store.dir, e)
+        try:
+            feedback.record(prediction, data, fmt)
+        except Exception as e:  # the answer is shown even when feedback cannot be kept
+            log.warning("could not hold prediction %s for feedback: %s", prediction.prediction_id, e)
         return prediction
 
     def uploaded_photo() -> tuple[bytes, str]:
@@ -254,6 +265,32 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
         photo = url_for("static", filename="test-photo.jpeg") if test_photo_is_bundled else None
         return answer(classify(test_photo, sniff_image(test_photo)), photo_url=photo)
 
+    @app.post("/feedback")
+    def give_feedback():
+        """The person's right / wrong (form or JSON); 201 once it is durably stored."""
+        g.mode = "fragment" if request.headers.get("X-Fragment") == "1" else "page"
+        body = request.get_json(silent=True) if request.is_json else request.form
+        if not isinstance(body, Mapping):
+            raise WebError(400, "No feedback", "Send prediction_id, verdict, label and note "
+                                               "as a form or a JSON object.")
+        try:
+            row = feedback.verdict(body.get("prediction_id"), body.get("verdict"),
+                                   body.get("label"), body.get("note"))
+        except FeedbackError as e:
+            raise WebError(e.status, "Feedback not taken", e.message) from None
+        if wants_json():
+            resp = jsonify(prediction_id=row.id, verdict=row.verdict, label=row.user_label,
+                           kept=True)
+        elif g.mode == "fragment":
+            resp = Response(render_template("_feedback.html", row=row))
+        else:
+            resp = Response(render_template("index.html", p=None, error=None, photo_url=None,
+                                            feedback_row=row))
+        resp.status_code = 201
+        return resp
+
+    register_review(app, feedback)
+
     @app.get("/healthz")
     def healthz():
         return jsonify(status="alive")
@@ -261,6 +298,6 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     @app.get("/metrics")
     def metrics_endpoint():
         body, content_type = metrics.render_metrics()
-        return Response(body, content_type=content_type)
+        return Response(body + feedback_metrics.render(feedback.store), content_type=content_type)
 
     return app

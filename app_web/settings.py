@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app_api.classes import FOOD11_CLASSES
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUNDLED_TEST_PHOTO = PACKAGE_DIR / "static" / "test-photo.jpeg"
 
@@ -51,7 +53,52 @@ class WebSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("upload_dir", "metrics_dir", mode="before")
+    # ---- feedback and review (docs/feedback.md) ----
+    feedback_dir: Path = Field(
+        Path("/var/lib/gourmetgram/feedback"),
+        description="Kept photos (photos/, by sha256), the pending answers (pending/) and "
+        "the SQLite store.",
+    )
+    feedback_db_url: str = Field(
+        "", description="'' = SQLite in feedback_dir; sqlite:////abs/path or postgresql://...",
+    )
+    pending_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600,
+        description="How long a photo waits for the person's right/wrong before it is dropped.",
+    )
+    pending_keep: int = Field(2000, ge=10, le=100_000, description="Most photos waiting at once.")
+    pending_max_bytes: int = Field(
+        256_000_000, ge=1_000_000, description="Most bytes of photos waiting at once.",
+    )
+    pending_dir: Path | None = Field(
+        None, description="Where photos wait for an answer; empty: feedback_dir/pending.",
+    )
+    review_sample_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of all predictions kept for review (random queue).",
+    )
+    review_low_confidence_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of low-confidence predictions kept for review.",
+    )
+    review_low_confidence_below: float = Field(0.5, gt=0.0, le=1.0)
+    review_password_file: Path | None = Field(
+        None, description="Operator password for /review (a systemd credential); unset: no /review.",
+    )
+    note_max_chars: int = Field(500, ge=0, le=10_000)
+    classes: tuple[str, ...] = Field(
+        FOOD11_CLASSES, min_length=2, description="The model's classes, for corrections.",
+    )
+
+    @field_validator("feedback_db_url")
+    @classmethod
+    def _db_url(cls, v: str) -> str:
+        v = v.strip()
+        if v and not (v.startswith(("postgresql://", "postgres://")) or v.startswith("sqlite:////")):
+            raise ValueError("must be empty (SQLite in feedback_dir), sqlite:////absolute/path "
+                             "or postgresql://user@host/db")
+        return v
+
+    @field_validator("upload_dir", "metrics_dir", "review_password_file", "pending_dir",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("", None) else v

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "gourmetgram.commands.load",
     "gourmetgram.commands.canary",
     "gourmetgram.commands.smoke",
+    "gourmetgram.commands.feedback",
 )
 
 

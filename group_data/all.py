@@ -61,6 +61,17 @@ alert_webhook_url = ""
 gpu = False
 gpu_exporter_port = 9835
 
+# --- Feedback and review (docs/feedback.md) ---
+# Photos are kept when the person answers right/wrong. These also keep, for the operator's
+# review at /review, a random share of all predictions and of low-confidence ones
+# (confidence below feedback_low_confidence_below): 0 = off. Say so to your users.
+feedback_sample_rate = 0.0
+feedback_low_confidence_rate = 0.0
+feedback_low_confidence_below = 0.5
+# "" = SQLite under /var/lib/gourmetgram/feedback; postgresql://user@host/db (no password
+# in it: use a password file or peer/cert auth) to share one store between web hosts.
+feedback_db_url = ""
+
 # On-host paths are not inventory data: gourmetgram/hostlayout.py names every one.
 
 # --- Deploy settings (read by the deploy only, never written to the host) ---

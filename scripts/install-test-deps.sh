@@ -17,6 +17,7 @@ PACKAGES=(
   openssh-client
   libjemalloc2
   curl
+  postgresql
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

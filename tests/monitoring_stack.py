@@ -10,6 +10,8 @@ thresholds that the test traffic crosses.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import sys
 import threading
 import time
@@ -26,7 +28,7 @@ from gourmetgram.host.layout import HostLayout
 from gourmetgram.host.stack import StackConfig, load_stack
 from gourmetgram.monitoring import config as monitoring
 from tests.images import b64, encode, textured
-from tests.procs import REPO_ROOT, ApiServer, Proc, free_port
+from tests.procs import REPO_ROOT, ApiServer, Proc, child_env, free_port
 
 # Thresholds of the test profile: every alert whose condition the test traffic can make
 # true fires within seconds; "Failed requests" keeps a short `for` so pending is exercised.
@@ -60,6 +62,9 @@ TEST_THRESHOLDS = {
     "host_disk_for": "0s",
     "target_down_for": "0s",
     "unit_failed_for": "0s",
+    "feedback_accuracy_below": 1,
+    "feedback_min_labels": 0,
+    "feedback_accuracy_for": "0s",
 }
 
 NGINX_CONF = """\
@@ -237,10 +242,34 @@ class MonitoringStack:
         self.prometheus_url = f"http://127.0.0.1:{self.stack.prometheus_port}"
         self.alertmanager_url = f"http://127.0.0.1:{self.stack.alertmanager_port}"
 
-    def _proc(self, name: str, argv: list[str]) -> Proc:
-        p = Proc(argv, self.tmp / f"{name}.log")
+    def _proc(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        p = Proc(argv, self.tmp / f"{name}.log", env=child_env(**(env or {})))
         self.procs.append(p)
         return p
+
+    def _feedback_env(self) -> dict[str, str]:
+        """Every prediction sampled for review, so one label gives the accuracy series."""
+        self.review_password = secrets.token_urlsafe(18)
+        pw = self.tmp / "review-password"
+        pw.write_text(self.review_password)
+        return {"WEB_FEEDBACK_DIR": str(self.tmp / "feedback"), "WEB_REVIEW_SAMPLE_RATE": "1",
+                "WEB_REVIEW_PASSWORD_FILE": str(pw)}
+
+    def _seed_feedback(self, web_url: str) -> None:
+        """A person's "wrong" and the operator's label on it (a wrong prediction: the
+        estimate is 0, so the test profile's FeedbackAccuracyLow fires)."""
+        auth = ("operator", self.review_password)
+        answer = requests.get(web_url + "/test", headers={"Accept": "application/json"},
+                              timeout=30).json()
+        label = "Rice" if answer["prediction"] != "Rice" else "Soup"
+        requests.post(web_url + "/feedback", timeout=10, data={
+            "prediction_id": answer["prediction_id"], "verdict": "wrong", "label": label,
+        }).raise_for_status()
+        token = re.search(r'name="token" value="([0-9a-f]+)"',
+                          requests.get(web_url + "/review", auth=auth, timeout=10).text).group(1)
+        requests.post(web_url + "/review/label", auth=auth, timeout=10, data={
+            "token": token, "prediction_id": answer["prediction_id"], "label": label,
+        }).raise_for_status()
 
     # Production bootstraps its drift reference from its first predictions (the default
     # when no reference is configured); the canary loads one that build-drift-reference
@@ -311,7 +340,8 @@ class MonitoringStack:
         web = self._proc("web", [sys.executable, "-m", "gourmetgram", "serve-web",
                                  "--host", "127.0.0.1", "--port", str(s.web_port),
                                  "--api-url", self.apis[0].url, "--workers", "1",
-                                 "--metrics-dir", str(tmp / "web-metrics")])
+                                 "--metrics-dir", str(tmp / "web-metrics")],
+                         env=self._feedback_env())
 
         nginx.wait_http(f"http://127.0.0.1:{s.nginx_status_port}/stub_status")
         for name, port in (("prometheus", s.prometheus_port),
@@ -326,6 +356,7 @@ class MonitoringStack:
             api.wait_ready(120)
         web_url = f"http://127.0.0.1:{s.web_port}"
         web.wait_http(web_url + "/")
+        self._seed_feedback(web_url)
         self.traffic = Traffic([a.url for a in self.apis], web_url)
         self.traffic.one_round()
         self.traffic.start()
@@ -345,6 +376,7 @@ class MonitoringStack:
         'count(canary_analysis_check_p_value{job="canary-analysis"}) >= 4',
         # Production's reference is bootstrapped from its first 80 predictions.
         'count(drift_detector_state{state="armed"} == 1) == 2',
+        'feedback_accuracy_upper{job="web"} < 1',
     )
 
     def warm_up(self, timeout: float = 150.0) -> MonitoringStack:

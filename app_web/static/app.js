@@ -109,6 +109,7 @@
         if (type.indexOf("text/html") === 0 && text.trim()) {
           // Our own server-rendered fragment; every value in it is escaped by the template.
           result.innerHTML = text;
+          wireFeedback();
           if (result.scrollIntoView) { result.scrollIntoView({ block: "nearest", behavior: "smooth" }); }
         } else {
           showError("Something went wrong", "The server answered " + resp.status + ". Please try again.");
@@ -123,5 +124,44 @@
     });
   });
 
+  // Right / Wrong under an answer: "Wrong" first opens the class picker.
+  function wireFeedback() {
+    var fb = document.getElementById("feedback-form");
+    if (!fb) { return; }
+    var correction = document.getElementById("feedback-correction");
+    var label = document.getElementById("feedback-label");
+    var status = document.getElementById("feedback-status");
+    correction.classList.add("collapsed");
+    fb.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var verdict = e.submitter ? e.submitter.value : "right";
+      if (verdict === "wrong" && !label.value) {
+        correction.classList.remove("collapsed");
+        label.focus();
+        return;
+      }
+      var data = new FormData(fb);
+      data.set("verdict", verdict);
+      if (verdict === "right") { data.delete("label"); }
+      fetch(fb.getAttribute("action"), {
+        method: "POST", body: data, credentials: "same-origin",
+        headers: { "Accept": "text/html", "X-Fragment": "1" }
+      }).then(function (resp) {
+        return resp.text().then(function (text) {
+          // Our own server-rendered fragment, escaped by the template.
+          if (resp.ok) {
+            fb.outerHTML = text;
+          } else {
+            status.innerHTML = text;
+          }
+        });
+      }).catch(function () {
+        showError("No connection", "We could not send your answer. Check your connection and try again.");
+      });
+    });
+  }
+
+  document.documentElement.classList.add("js");
+  wireFeedback();
   submit.disabled = !currentFile();
 })();

@@ -82,6 +82,18 @@ class VariantWindow:
     restarts: float | None = None
     upstream_tries: float | None = None
     upstream_failures: float | None = None
+    accuracy: OnlineAccuracy | None = None
+
+
+@dataclass(frozen=True)
+class OnlineAccuracy:
+    """The web app's estimate for the variant's current model version (feedback_accuracy,
+    _lower, _upper, _labels): weighted accuracy, its 95 % interval, labels behind it."""
+
+    accuracy: float
+    lower: float
+    upper: float
+    labels: float
 
 
 @dataclass
@@ -421,3 +433,38 @@ def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: floa
     else:
         verdict, why = PASS, "no significant increase in drift events"
     return CheckResult(name, verdict, why, c_rate, p_rate, p)
+
+
+# ---- online accuracy (the operator's labels) ---------------------------------------
+
+def accuracy_check(canary: VariantWindow, production: VariantWindow, *, alpha: float,
+                   min_labels: int, max_drop: float) -> CheckResult:
+    """One-sided z-test on the difference of the two weighted accuracy estimates, each
+    standard error read off its 95 % interval (half-width / 1.96); fails when p < alpha
+    and the canary is lower by more than ``max_drop``. Skipped when neither variant has
+    an estimate (review sampling off); inconclusive below ``min_labels`` each."""
+    name = "accuracy"
+    ca, pa = canary.accuracy, production.accuracy
+    if ca is None and pa is None:
+        return CheckResult(name, SKIPPED, "no labelled review samples for either variant")
+    if ca is None or pa is None:
+        missing = "canary" if ca is None else "production"
+        return CheckResult(name, INCONCLUSIVE, f"no labelled review samples for {missing} yet")
+    if _bad(ca.accuracy, ca.lower, ca.upper, ca.labels, pa.accuracy, pa.lower, pa.upper,
+            pa.labels):
+        return CheckResult(name, INCONCLUSIVE, "no data (NaN accuracy estimate)")
+    if ca.labels < min_labels or pa.labels < min_labels:
+        return CheckResult(name, INCONCLUSIVE, f"too few labels: canary {ca.labels:.0f}, "
+                           f"production {pa.labels:.0f}, need {min_labels} each")
+    se2 = ((ca.upper - ca.lower) / 3.92) ** 2 + ((pa.upper - pa.lower) / 3.92) ** 2
+    drop = pa.accuracy - ca.accuracy
+    p = (0.0 if drop > 0 else 1.0) if se2 <= 0 else float(_stats().norm.sf(drop / math.sqrt(se2)))
+    details = {"canary_labels": ca.labels, "production_labels": pa.labels,
+               "canary_interval": [ca.lower, ca.upper],
+               "production_interval": [pa.lower, pa.upper]}
+    if p < alpha and drop > max_drop:
+        verdict, why = FAIL, f"online accuracy lower by {drop:.1%}"
+    else:
+        verdict, why = PASS, "no significant drop in online accuracy"
+    return CheckResult(name, verdict, why, ca.accuracy, pa.accuracy, p, details)
+

@@ -17,7 +17,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gourmetgram.canary.judge import CHECKS
+from gourmetgram.canary.judge import CHECKS, DEFAULT_CHECKS
 from gourmetgram.errors import UsageError
 from gourmetgram.host.layout import HostLayout
 
@@ -75,8 +75,9 @@ class AnalysisSettings(BaseSettings):
     metrics_port: int = Field(9310, ge=0, le=65535)
 
     # --- the checks ----------------------------------------------------------------
-    # Which checks run (any of the names in gourmetgram.canary.judge.CHECKS).
-    checks: Annotated[tuple[str, ...], NoDecode] = tuple(CHECKS)
+    # Which checks run (any of the names in gourmetgram.canary.judge.CHECKS; accuracy is
+    # opt-in: it needs the operator's labels, which most rollouts do not wait for).
+    checks: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CHECKS
     # Probability that a good canary fails any statistical check in any analysis of
     # the whole rollout (anytime-valid: spent over analyses and checks, gourmetgram.canary.judge).
     alpha: float = Field(0.05, gt=0, lt=0.5)
@@ -119,6 +120,11 @@ class AnalysisSettings(BaseSettings):
     # drift: drift_events_total per drift_samples_total, Fisher exact test.
     drift_min_requests: int = Field(100, ge=1)
     drift_min_increase: float = Field(0.05, ge=0, le=1)
+
+    # accuracy: the web app's online accuracy estimate (docs/feedback.md), z-test.
+    accuracy_min_labels: int = Field(50, ge=1)
+    # Largest tolerated drop of the estimated accuracy (absolute, 0..1).
+    accuracy_max_drop: float = Field(0.03, ge=0, le=1)
 
     @field_validator("checks", "latency_quantiles", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any
 from gourmetgram.canary.analysis import (
     CheckResult,
     VariantWindow,
+    accuracy_check,
     class_mix_check,
     confidence_check,
     drift_check,
@@ -82,6 +83,12 @@ def _drift(c, p, x: Context) -> CheckResult:
                        min_increase=s.drift_min_increase)
 
 
+def _accuracy(c, p, x: Context) -> CheckResult:
+    s = x.settings
+    return accuracy_check(c, p, alpha=x.alpha, min_labels=s.accuracy_min_labels,
+                          max_drop=s.accuracy_max_drop)
+
+
 def _up(c, p, x: Context) -> CheckResult:
     return up_check(c, p, max_down_share=x.settings.up_max_down_share)
 
@@ -113,7 +120,10 @@ CHECKS: dict[str, CheckFn] = {
     "confidence": _confidence,
     "class_mix": _class_mix,
     "drift": _drift,
+    "accuracy": _accuracy,
 }
+# accuracy is opt-in: it needs the operator's labels, which most rollouts do not wait for.
+DEFAULT_CHECKS = tuple(name for name in CHECKS if name != "accuracy")
 # Checks without a statistical test: they spend none of the rollout's alpha.
 DETERMINISTIC = frozenset({"up", "restarts"})
 

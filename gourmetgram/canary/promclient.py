@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from gourmetgram.canary.analysis import Histogram, VariantWindow
+from gourmetgram.canary.analysis import Histogram, OnlineAccuracy, VariantWindow
 
 VARIANTS = ("production", "canary")
 UNIT_PREFIX = "food11-api@"
@@ -111,6 +111,9 @@ class WindowReader:
                 if w is not None:
                     setattr(w, attr, value)
         self._availability(out, at)
+        for variant, estimate in self._accuracy(at).items():
+            if variant in out:
+                out[variant].accuracy = estimate
         return out
 
     def _availability(self, out: dict[str, VariantWindow], at: float) -> None:
@@ -131,6 +134,23 @@ class WindowReader:
                 variant = by_addr.get(labels.get("upstream", ""))
                 if variant in out:
                     setattr(out[variant], attr, (getattr(out[variant], attr) or 0.0) + value)
+
+    def _accuracy(self, at: float) -> dict[str, OnlineAccuracy]:
+        """The web app's feedback_accuracy* gauges of each variant's current model version
+        (the one model_info says it serves), not of versions it served before."""
+        current = (f'label_replace(max by (variant, version) (model_info{self._m()}), '
+                   '"model_version", "$1", "version", "(.+)")')
+        parts = {}
+        for suffix in ("", "_lower", "_upper", "_labels"):
+            expr = (f"max by (variant, model_version) (feedback_accuracy{suffix}) "
+                    f"and on (variant, model_version) {current}")
+            parts[suffix] = {lab.get("variant"): v for lab, v in self.client.query(expr, at)}
+        return {
+            variant: OnlineAccuracy(acc, parts["_lower"].get(variant, float("nan")),
+                                    parts["_upper"].get(variant, float("nan")),
+                                    parts["_labels"].get(variant, float("nan")))
+            for variant, acc in parts[""].items()
+        }
 
     def _histograms(self, metric: str, extra: str, at: float) -> dict[str, Histogram]:
         """One histogram per variant from three queries (buckets, sum, count)."""

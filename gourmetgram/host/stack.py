@@ -65,6 +65,13 @@ class StackConfig(BaseModel):
     alert_webhook_url: str
     gpu: bool
     gpu_exporter_port: int = Port
+    # Feedback and review (docs/feedback.md).
+    feedback_sample_rate: float = Field(ge=0, le=1)
+    feedback_low_confidence_rate: float = Field(ge=0, le=1)
+    feedback_low_confidence_below: float = Field(gt=0, le=1)
+    # A URL never holds a password here (the unit's environment is readable by all).
+    feedback_db_url: str = Field(
+        pattern=r"^((postgresql|postgres)://([^\s:@/]+@)?[^\s@]+|sqlite:////[^\s]+)?$")
 
     @field_validator("alert_webhook_url")
     @classmethod

@@ -71,6 +71,9 @@ class Thresholds(BaseModel):
     host_disk_for: str = Duration
     target_down_for: str = Duration
     unit_failed_for: str = Duration
+    feedback_accuracy_below: float = Share
+    feedback_min_labels: int = Field(ge=0)
+    feedback_accuracy_for: str = Duration
 
 
 class ThresholdsError(ValueError):

@@ -445,7 +445,47 @@ INFRA = Dashboard(
     ],
 )
 
-DASHBOARDS = [SERVICE, PREDICTIONS, DRIFT, CANARY, INFRA]
+
+def feedback_dashboard() -> Dashboard:
+    """Feedback and online accuracy (the web app's feedback_* metrics, docs/feedback.md)."""
+    web = 'job="web"'
+    by = "variant, model_version"
+    legend = "{{variant}} {{model_version}}"
+    return Dashboard(
+        folder="Food classifier", uid="food11-feedback", title="Food Classifier Feedback",
+        description="People's right/wrong answers, the operator's labels, and the online "
+                    "accuracy estimated from the labelled random and low-confidence samples.",
+        items=[
+            P("Estimated online accuracy (95% interval)",
+              [T(f"max by ({by}) (feedback_accuracy{{{web}}})", f"{legend}"),
+               T(f"max by ({by}) (feedback_accuracy_lower{{{web}}})", f"lower {legend}"),
+               T(f"max by ({by}) (feedback_accuracy_upper{{{web}}})", f"upper {legend}")],
+              unit="percentunit", w=16,
+              description="Weighted for how each labelled photo was sampled (Hajek estimator); "
+                          "the alert FeedbackAccuracyLow fires when the upper end is too low."),
+            P("Labels behind the estimate",
+              [T(f"max by ({by}) (feedback_accuracy_labels{{{web}}})", legend)], kind="stat",
+              w=8),
+            P("Answers per hour by kind",
+              [T(f"sum by ({by}, kind) (increase(feedback_total{{{web}}}[1h]))",
+                 "{{variant}} {{model_version}} {{kind}}")], w=12),
+            P("Share of answers saying wrong (selected range)",
+              [T(f'sum by ({by}) (increase(feedback_total{{{web}, kind="wrong"}}[$__range])) / '
+                 f"sum by ({by}) (increase(feedback_total{{{web}}}[$__range]))", legend,
+                 instant=True)], kind="bargauge", unit="percentunit", w=12,
+              description="Self-selected: people answer more often when the answer is wrong; "
+                          "not an accuracy."),
+            P("Photos kept by queue",
+              [T(f"sum by (queue) (feedback_kept_total{{{web}}})", "{{queue}}")], w=8),
+            P("Photos labelled by queue",
+              [T(f"sum by (queue) (feedback_labelled_total{{{web}}})", "{{queue}}")], w=8),
+            P("Feedback store", [T(f"min(feedback_store_up{{{web}}})", "store")], kind="stat",
+              w=8, mappings=UP_DOWN, description="0 when the web app cannot read its store."),
+        ],
+    )
+
+
+DASHBOARDS = [SERVICE, PREDICTIONS, DRIFT, CANARY, INFRA, feedback_dashboard()]
 
 
 def rendered() -> dict[Path, str]:

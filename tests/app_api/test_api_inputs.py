@@ -53,7 +53,7 @@ def test_good_request_after_bad_ones(client):
     r = client.post("/predict", json={"image": b64(photo_bytes())})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"prediction", "probability", "model_version", "variant"}
+    assert set(body) == {"prediction_id", "prediction", "probability", "model_version", "variant"}
     assert body["variant"] == "testing"
     assert r.headers["X-Model-Variant"] == "testing"
     assert r.headers["X-Model-Version"] == body["model_version"] == "demo-effnet-lite0-1"

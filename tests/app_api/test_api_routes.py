@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -55,6 +57,16 @@ def test_predict_headers_and_body(client):
     assert r.headers["X-Model-Variant"] == body["variant"] == "canary"
     assert r.headers["X-Model-Version"] == body["model_version"] == "demo-effnet-lite0-1"
     assert 0.0 < body["probability"] <= 1.0
+
+
+def test_every_prediction_has_its_own_id(client):
+    ids = set()
+    for _ in range(3):
+        r = client.post("/predict", json={"image": b64(photo_bytes())})
+        assert r.headers["X-Prediction-Id"] == r.json()["prediction_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", r.json()["prediction_id"])
+        ids.add(r.json()["prediction_id"])
+    assert len(ids) == 3
 
 
 def test_metrics_exposition_in_process(client):

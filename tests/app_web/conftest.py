@@ -8,13 +8,33 @@ import http.server
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from app_web.settings import BUNDLED_TEST_PHOTO
+from tests.app_web import postgres
 from tests.procs import ApiServer, WebServer, free_port
 
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL cluster of its own (tests/app_web/postgres.py), for the session."""
+    if not postgres.available():
+        pytest.skip("needs Debian's postgresql (scripts/install-test-deps.sh)")
+    cluster = postgres.Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def feedback_dir(tmp_path, monkeypatch) -> Path:
+    """Every web app in a test keeps its feedback in the test's folder, never /var/lib."""
+    d = tmp_path / "feedback"
+    monkeypatch.setenv("WEB_FEEDBACK_DIR", str(d))
+    return d
 
 
 @pytest.fixture(scope="session")

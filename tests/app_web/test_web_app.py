@@ -62,7 +62,7 @@ def test_page_has_form_and_only_local_assets(api_url):
         assert not ref.startswith(("http:", "https:", "//")), f"{ref} is not served by the app"
         assert client.get(ref).status_code == 200, ref
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
-    assert "not kept" in html
+    assert "kept only if you say whether the answer was right" in html
 
 
 def test_page_gives_a_sticky_client_cookie_once(api_url):
@@ -96,7 +96,8 @@ def test_predict_json_from_real_api(api_url):
     r = upload(client, encode(textured(seed=3), "PNG"), name="x.png", accept="application/json")
     assert r.status_code == 200
     body = r.get_json()
-    assert set(body) == {"prediction", "probability", "model_version", "variant"}
+    assert set(body) == {"prediction_id", "prediction", "probability", "model_version", "variant"}
+    assert r.headers["X-Prediction-Id"] == body["prediction_id"]
     assert body["prediction"] in FOOD11_CLASSES
     assert 0.0 <= body["probability"] <= 1.0
     model = requests.get(api_url + "/model", timeout=5).json()

@@ -215,3 +215,54 @@ def test_failures_are_shown_in_words(closed_port_url, start_web, browser, tmp_pa
     find(browser, "#submit").click()
     box = wait_for(browser, ".result.error")
     assert "not a photo" in box.text
+
+
+def test_flag_a_prediction_and_the_operator_labels_it(api, start_web, browser, tmp_path,
+                                                       feedback_dir):
+    from selenium.webdriver.support.ui import Select
+
+    from app_web.feedback_store import FeedbackStore
+
+    secret = "review-" + __import__("secrets").token_urlsafe(18)  # generated per test
+    pw = tmp_path / "review-password"
+    pw.write_text(secret)
+    web = start_web(api.url, workers=2, env={"WEB_REVIEW_PASSWORD_FILE": str(pw)})
+    browser.get(web.url + "/")
+    find(browser, "#file").send_keys(str(lab_photo()))
+    find(browser, "#submit").click()
+    name, _, _, _ = read_result(browser)
+    pid = find(browser, "#result-id").text
+    assert len(pid) == 32
+    assert "kept only if you answer" in find(browser, "#feedback-form").text
+    assert not find(browser, "#feedback-correction").is_displayed(), "picker opens on Wrong"
+    find(browser, "#feedback-wrong").click()
+    picker = wait_for(browser, "#feedback-label")
+    options = [o.get_attribute("value") for o in Select(picker).options if o.get_attribute("value")]
+    assert name not in options and len(options) == 10
+    Select(picker).select_by_value("Rice")
+    screenshot(browser, tmp_path, "web-feedback-wrong.png")
+    find(browser, "#feedback-send").click()
+    done = wait_for(browser, "#feedback-done")
+    assert "it is Rice, not " + name in done.text and "stored" in done.text
+    screenshot(browser, tmp_path, "web-feedback.png")
+    row = FeedbackStore("", feedback_dir).get(pid)
+    assert (row.queue, row.user_label, row.predicted) == ("flagged", "Rice", name)
+
+    # The operator: Basic auth with the generated password, the flagged queue, a label.
+    host = web.url.removeprefix("http://")
+    browser.get(f"http://operator:{secret}@{host}/review")
+    item = wait_for(browser, f'#queue-flagged tr[data-id="{pid}"]')
+    assert "wrong: Rice" in item.text
+    thumb = item.find_element("css selector", "img.thumb")
+    assert browser.execute_script("return arguments[0].naturalWidth", thumb) > 0
+    select = Select(item.find_element("css selector", "select"))
+    assert select.first_selected_option.get_attribute("value") == "Rice"
+    select.select_by_value("Vegetable/Fruit")  # the operator knows better
+    screenshot(browser, tmp_path, "web-review.png")
+    item.find_element("css selector", "button").click()
+    labelled = wait_for(browser, f'#recent tr[data-id="{pid}"]')
+    assert "Vegetable/Fruit" in labelled.text
+    assert not browser.find_elements("css selector", f'#queue-flagged tr[data-id="{pid}"]')
+    row = FeedbackStore("", feedback_dir).get(pid)
+    assert (row.label, row.labelled_by, row.user_label) == ("Vegetable/Fruit", "operator", "Rice")
+    assert console_errors(browser) == []

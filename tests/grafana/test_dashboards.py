@@ -26,6 +26,7 @@ TITLES = {
     "Food Classifier Drift Monitoring": "Food classifier",
     "Canary": "Canary",
     "Infrastructure": "Infrastructure",
+    "Food Classifier Feedback": "Food classifier",
 }
 
 
@@ -52,7 +53,7 @@ def test_committed_json_is_what_the_builder_makes():
     assert set(dashboards.rendered()) == set(DASHBOARD_FILES), "a dashboard file not made by the builder"
 
 
-def test_the_five_dashboards_exist_in_their_folders():
+def test_the_six_dashboards_exist_in_their_folders():
     found = {load(p)["title"]: p.parent.name for p in DASHBOARD_FILES}
     assert found == TITLES
     uids = [load(p)["uid"] for p in DASHBOARD_FILES]
@@ -226,3 +227,14 @@ def test_structure_check_catches_a_bad_annotation(change):
     dash["annotations"]["list"][0].update(change)
     assert "annotation Canary decisions: bad data source or query" in structure_problems(
         dash, provisioned_uid())
+
+
+def test_feedback_dashboard_shows_accuracy_with_its_interval_per_variant():
+    panels = {p["title"]: p for p in flat_panels(by_title()["Food Classifier Feedback"]["panels"])}
+    acc = [t["expr"] for t in panels["Estimated online accuracy (95% interval)"]["targets"]]
+    for metric in ("feedback_accuracy{", "feedback_accuracy_lower{", "feedback_accuracy_upper{"):
+        assert any(metric in e and "by (variant, model_version)" in e for e in acc), metric
+    exprs = " ".join(t["expr"] for p in panels.values() for t in p.get("targets", []))
+    for metric in ("feedback_total", "feedback_kept_total", "feedback_labelled_total",
+                   "feedback_accuracy_labels", "feedback_store_up"):
+        assert metric in exprs, metric

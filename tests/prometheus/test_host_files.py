@@ -32,7 +32,7 @@ def test_host_files_are_consistent():
     root = provider["providers"][0]["options"]["path"]
     titles = {json.loads(text)["title"] for path, (text, _) in files.items()
               if path.startswith(root + "/") and path.endswith(".json")}
-    assert len(titles) == 5
+    assert len(titles) == 6
 
 
 def test_thresholds_reach_the_host_rules():

@@ -133,11 +133,12 @@ def _assert_data(live: MonitoringStack, ident: str, expr: str) -> None:
 
 def test_expressions_are_found():
     """Guards the extraction itself: all dashboards and rules are seen."""
-    assert len({i.split(":")[0] for i, _ in PANELS}) == 5
+    assert len({i.split(":")[0] for i, _ in PANELS}) == 6
     assert len(PANELS) >= 40
     assert "gourmetgram-canary:annotation:Canary decisions" in {i for i, _ in PANELS}
     names = {a for _, _, a in RULES if a}
-    assert {"Failed requests", "Low prediction confidence", "CanaryErrorRateHigher"} <= names
+    assert {"Failed requests", "Low prediction confidence", "CanaryErrorRateHigher",
+            "FeedbackAccuracyLow"} <= names
     assert SILENT_WHEN_HEALTHY <= names
 
 

@@ -44,7 +44,7 @@ def test_prometheus_config_passes_promtool(tmp_path, rules_dir, gpu):
     config = monitoring.render_prometheus_config(load_stack({"gpu": gpu}), str(rules_dir))
     (tmp_path / "prometheus.yml").write_text(config)
     out = run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")])
-    assert "2 rule files found" in out
+    assert "3 rule files found" in out
     jobs = {j["job_name"]: j for j in yaml.safe_load(config)["scrape_configs"]}
     assert ("gpu" in jobs) is gpu
     assert set(jobs) - {"gpu"} == {"food11", "web", "node", "process", "nginx", "alertmanager",
