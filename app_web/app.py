@@ -131,7 +131,8 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
         start = g.get("start")
         if start is not None:
             metrics.DURATION.labels(route).observe(time.perf_counter() - start)
-        metrics.REQUESTS.labels(route, request.method, f"{resp.status_code // 100}xx").inc()
+        method = metrics.method_label(request.method)
+        metrics.REQUESTS.labels(route, method, f"{resp.status_code // 100}xx").inc()
         return resp
 
     # ---- rendering: one place decides between JSON, the fragment and the page ----
