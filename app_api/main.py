@@ -22,6 +22,7 @@ from app_api.drift import DriftReferenceError, start_monitor
 from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
+from gourmetgram.host_header import HostCheckASGI
 
 log = logging.getLogger("app_api")
 
@@ -220,6 +221,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="Classifies food photos into the 11 Food-11 classes.",
+        # A redirect to the slash-less path would be built from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.feature_sinks = feature_sinks
@@ -295,8 +298,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         body, content_type = metrics.render_metrics()
         return Response(body, media_type=content_type)
 
-    # Last added is outermost: the metrics see the body limit's 413s too.
+    # Last added is outermost: the metrics see the body limit's 413s and bad Hosts too.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HostCheckASGI)
     app.add_middleware(
         metrics.MetricsMiddleware, variant=settings.variant, version_ref=lambda: state["version"]
     )

@@ -26,6 +26,7 @@ from app_web import metrics
 from app_web.api_client import ApiClient, Prediction, UpstreamError
 from app_web.settings import PACKAGE_DIR, WebSettings
 from app_web.uploads import NotAnImage, UploadStore, sniff_image
+from gourmetgram.host_header import HostCheckWSGI
 
 log = logging.getLogger("app_web")
 
@@ -78,6 +79,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     settings = config if isinstance(config, WebSettings) else WebSettings(**(config or {}))
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    app.wsgi_app = HostCheckWSGI(app.wsgi_app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         MAX_FORM_PARTS=20,
