@@ -4,6 +4,7 @@ settings object, so tests and each gunicorn worker build their own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -14,15 +15,16 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app_api import metrics
 from app_api.batching import Batcher
 from app_api.drift import DriftReferenceError
 from app_api.drift_monitor import start_monitor
 from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
-from app_api.preprocess import BadInput, image_from_base64
+from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
+from gourmetgram.host_header import HostCheckASGI
 
 log = logging.getLogger("app_api")
 
@@ -41,6 +43,43 @@ class PredictResponse(BaseModel):
     probability: float
     model_version: str
     variant: str
+
+
+# Bodies read as the raw image; JSON otherwise (no Content-Type is read as JSON too).
+RAW_TYPES = ("image/", "application/octet-stream")
+JSON_TYPES = ("application/json", "")
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+class BodyError(Exception):
+    """A body that is neither form: answered like FastAPI's validation errors (422) or as
+    an unsupported type (415), with ``detail`` never echoing the body."""
+
+    def __init__(self, status: int, detail):
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def parse_json_body(body: bytes) -> PredictRequest:
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as e:
+        errors = json.loads(e.json(include_url=False, include_input=False, include_context=False))
+        for err in errors:
+            err["loc"] = ["body", *err["loc"]]
+        raise BodyError(422, errors) from None
 
 
 class BodyLimit:
@@ -189,6 +228,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="Classifies food photos into the 11 Food-11 classes.",
+        # A redirect to the slash-less path would be built from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.feature_sinks = feature_sinks
@@ -198,18 +239,34 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def _bad_input(request: Request, exc: BadInput):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest, response: Response):
+    @app.exception_handler(BodyError)
+    async def _body_error(request: Request, exc: BodyError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    limits = Limits(settings.max_aspect_ratio, settings.max_frames, settings.max_decoded_bytes)
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": PREDICT_BODY})
+    async def predict(request: Request, response: Response):
+        """JSON ``{"image": "<base64>"}`` (the lab's form) or the image's own bytes with
+        ``Content-Type: image/jpeg`` (``image/png``, ..., ``application/octet-stream``)."""
+        kind = media_type(request)
+        body = await request.body()
+        if kind.startswith(RAW_TYPES):
+            decode, arg = image_from_bytes, body
+        elif kind in JSON_TYPES or kind.endswith("+json"):
+            decode, arg = image_from_base64, parse_json_body(body).image
+        else:
+            raise BodyError(415, (
+                f"Content-Type {kind!r} is not accepted: send JSON {{\"image\": \"<base64>\"}} "
+                "as application/json, or the image's bytes as image/jpeg, image/png, ..."
+            ))
         model: LoadedModel = state["model"]
         loop = asyncio.get_running_loop()
         labels = (settings.variant, model.info.version)
         with metrics.PREPROCESS_DURATION.labels(*labels).time():
             image = await loop.run_in_executor(
-                state["decode_pool"],
-                image_from_base64,
-                body.image,
-                model.info.preprocessing,
-                settings.max_pixels,
+                state["decode_pool"], decode, arg, model.info.preprocessing,
+                settings.max_pixels, limits,
             )
         probs, feats = await state["batcher"].submit(image)
         idx = int(np.argmax(probs))
@@ -253,8 +310,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         body, content_type = metrics.render_metrics()
         return Response(body, media_type=content_type)
 
-    # Last added is outermost: the metrics see the body limit's 413s too.
+    # Last added is outermost: the metrics see the body limit's 413s and bad Hosts too.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HostCheckASGI)
     app.add_middleware(
         metrics.MetricsMiddleware, variant=settings.variant, version_ref=lambda: state["version"]
     )

@@ -29,6 +29,12 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.3
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(11))
 # Paths counted under their own handler label; anything else is "none" (no cardinality blow-up).
 KNOWN_HANDLERS = frozenset({"/predict", "/healthz", "/readyz", "/model", "/metrics"})
+# Methods counted under their own name; any other (a client may invent one) is "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 HTTP_REQUESTS = Counter(
     "http_requests_total",
@@ -111,7 +117,7 @@ class MetricsMiddleware:
             return
         path = scope.get("path", "")
         handler = path if path in KNOWN_HANDLERS else "none"
-        method = scope.get("method", "GET")
+        method = method_label(scope.get("method", "GET"))
         labels = (self.variant, self.version_ref())
         status_holder = {"code": 500}
         # Every answer, errors included, says who served it (Nginx logs it, clients count it).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
@@ -84,7 +85,9 @@ class ModelInfo:
     device: str = "cpu"
 
     def as_dict(self) -> dict:
+        """What /model publishes: the file's name and sha256, never its path on the host."""
         d = asdict(self)
+        d["file"] = Path(d.pop("path")).name
         d["class_names"] = list(self.class_names)
         return d
 
@@ -182,6 +185,21 @@ def _first_line(e: BaseException) -> str:
     return lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
 
 
+# Opcodes by which a pickle calls or imports something: loading it runs code.
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """A complete bare pickle stream (not torch's zip format) that imports or calls
+    something; read with pickletools, which parses opcodes and runs none."""
+    try:
+        with open(path, "rb") as f:
+            ops = {op.name for op, _, _ in pickletools.genops(f)}
+    except Exception:  # noqa: BLE001 - not a well-formed pickle: a damaged file
+        return False
+    return bool(ops & _CODE_OPCODES)
+
+
 def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
     """Returns (network, metadata, form, arch) for the file at ``path``."""
     if _is_torchscript(path):
@@ -195,7 +213,12 @@ def _read(path: Path, allow_pickle: bool) -> tuple[nn.Module, dict, str, str]:
     except pickle.UnpicklingError as e:
         # weights_only refuses a pickled class by name ("Unsupported global"); any other
         # unpickling error is a damaged file, which no opt-in would fix.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        found = re.search(r"unsupported(?: global:)? GLOBAL ([\w.]+)", str(e), re.I)
+        if not found and _is_plain_pickle(path):
+            raise ModelLoadError(
+                f"{path} is a plain pickle stream, not a torch file: loading it runs code "
+                "from the file, so it is refused. Re-save the model with torch.save(state_dict)."
+            ) from e
         if not found:
             raise ModelLoadError(
                 f"{path}: not a readable model file, truncated or corrupt ({_first_line(e)})"

@@ -37,6 +37,14 @@ class ApiSettings(BaseSettings):
     max_batch: int = Field(8, ge=1, le=256)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
+    max_aspect_ratio: float = Field(
+        10.0, ge=1.0, le=100.0, description="Longer side over shorter side, at most."
+    )
+    max_frames: int = Field(256, ge=1, description="Frames of an animated image, at most.")
+    max_decoded_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024,
+        description="Bytes an image may decode to (after JPEG draft scaling), at most.",
+    )
     decode_threads: int = Field(2, ge=1, le=64)
     metrics_dir: Path | None = Field(
         None, description="prometheus_client multiprocess directory; emptied at start."

@@ -29,6 +29,7 @@ from app_web.feedback import FeedbackError, FeedbackService
 from app_web.review import register_review
 from app_web.settings import PACKAGE_DIR, WebSettings
 from app_web.uploads import NotAnImage, UploadStore, sniff_image
+from gourmetgram.host_header import HostCheckWSGI
 
 log = logging.getLogger("app_web")
 
@@ -81,6 +82,7 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
     settings = config if isinstance(config, WebSettings) else WebSettings(**(config or {}))
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    app.wsgi_app = HostCheckWSGI(app.wsgi_app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         MAX_FORM_PARTS=20,
@@ -137,7 +139,8 @@ def create_app(config: WebSettings | Mapping[str, Any] | None = None) -> Flask:
         start = g.get("start")
         if start is not None:
             metrics.DURATION.labels(route).observe(time.perf_counter() - start)
-        metrics.REQUESTS.labels(route, request.method, f"{resp.status_code // 100}xx").inc()
+        method = metrics.method_label(request.method)
+        metrics.REQUESTS.labels(route, method, f"{resp.status_code // 100}xx").inc()
         return resp
 
     # ---- rendering: one place decides between JSON, the fragment and the page ----

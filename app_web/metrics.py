@@ -19,6 +19,8 @@ from prometheus_client import multiprocess as prom_mp
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+# Methods counted under their own name; any other (a client may invent one) is "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 UPSTREAM_REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "invalid_response")
 
 REQUESTS = Counter(
@@ -44,6 +46,10 @@ UPSTREAM_FAILURES = Counter(
 )
 for _reason in UPSTREAM_REASONS:
     UPSTREAM_FAILURES.labels(_reason)  # every series exists from the start, at 0
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 def render_metrics() -> tuple[bytes, str]:

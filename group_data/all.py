@@ -10,6 +10,12 @@ bind_address = "127.0.0.1"
 # Nginx, the one public entry point.
 public_address = "0.0.0.0"
 nginx_port = 80
+# Host names Nginx answers to (e.g. ["gourmetgram.example.org"]); [] answers any
+# well-formed name or address. Other Host headers get a 400 from Nginx's default server.
+server_names = []
+# Serve /api/metrics, /api/model, /api/docs, /api/openapi.json and the web app's
+# /metrics through the public Nginx port too (Prometheus scrapes the bind address).
+public_internal_endpoints = False
 
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}

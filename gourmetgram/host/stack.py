@@ -65,6 +65,11 @@ class StackConfig(BaseModel):
     alert_webhook_url: str
     gpu: bool
     gpu_exporter_port: int = Port
+    # /api/metrics, /api/model, /api/docs, /api/openapi.json and /metrics through Nginx.
+    public_internal_endpoints: bool = False
+    # Host names Nginx serves; [] serves any well-formed name or address.
+    server_names: list[str] = Field(default_factory=list)
+
     # Feedback and review (docs/feedback.md).
     feedback_sample_rate: float = Field(ge=0, le=1)
     feedback_low_confidence_rate: float = Field(ge=0, le=1)
@@ -72,6 +77,19 @@ class StackConfig(BaseModel):
     # A URL never holds a password here (the unit's environment is readable by all).
     feedback_db_url: str = Field(
         pattern=r"^((postgresql|postgres)://([^\s:@/]+@)?[^\s@]+|sqlite:////[^\s]+)?$")
+
+    @field_validator("server_names", mode="before")
+    @classmethod
+    def _names_words(cls, v):
+        return v.replace(",", " ").split() if isinstance(v, str) else v
+
+    @field_validator("server_names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9*_.-]{1,253}", name):
+                raise ValueError(f"{name!r} is not a host name")
+        return v
 
     @field_validator("alert_webhook_url")
     @classmethod

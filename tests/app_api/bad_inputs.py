@@ -22,6 +22,11 @@ def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
     png = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
     png[16:24] = (100_000).to_bytes(4, "big") * 2
     png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    frames = [Image.new("L", (4, 4), 0) for _ in range(300)]
+    for i, f in enumerate(frames):  # each frame differs, or the GIF writer merges them
+        f.putpixel((i % 4, (i // 4) % 4), 255 if (i // 16) % 2 else 128)
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    thin = encode(Image.new("RGB", (1, 39000)), "PNG")  # 39 kpx; 7.6 GB once resized
     return [
         ("empty_object", b"{}", {}, 422, "image"),
         ("bad_data", j("bad data"), {}, 400, "base64"),
@@ -40,5 +45,13 @@ def bad_inputs() -> list[tuple[str, bytes, dict, int, str]]:
         ("malformed_json", b'{"image": "abc', {}, 422, "JSON"),
         ("not_json", b"image=abc", {}, 422, ""),
         ("empty_body", b"", {}, 422, ""),
+        ("thin_strip_1x39000", j(b64(thin)), {}, 422, "times the other"),
+        ("raw_thin_strip", thin, {"content-type": "image/png"}, 422, "times the other"),
+        ("gif_300_frames", j(b64(gif)), {}, 413, "frames"),
+        ("raw_jpeg_as_text", jpeg, {"content-type": "text/plain"}, 415, "image/jpeg"),
+        ("raw_not_image", b"\xff\xfe\x00 garbage", {"content-type": "application/octet-stream"},
+         400, "not an image"),
+        ("raw_empty", b"", {"content-type": "image/jpeg"}, 400, "empty"),
+        ("form_body", b"image=abc", {"content-type": "application/x-www-form-urlencoded"}, 415, ""),
         ("over_size", b'{"image": "' + b"A" * (MAX_BODY + 10) + b'"}', {}, 413, "limit"),
     ]

@@ -4,6 +4,7 @@ every wrong, truncated or mismatched file is a ModelLoadError that says what is 
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 
 import numpy as np
@@ -162,3 +163,21 @@ def test_garbage_after_a_valid_magic_is_a_clear_error(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(ModelLoadError, match="truncated or corrupt"):
         load_model(path, device="cpu")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this file ran code",))
+
+
+@pytest.mark.parametrize("form", ["torch_save", "plain_pickle"])
+def test_a_file_that_runs_code_is_refused_as_such(tmp_path, form):
+    """Said as it is ("runs code"), not as a damaged file."""
+    path = tmp_path / "food11.pth"
+    if form == "torch_save":
+        torch.save({"weights": _RunsCode()}, path)
+    else:
+        path.write_bytes(pickle.dumps(_RunsCode(), protocol=4))
+    with pytest.raises(ModelLoadError) as e:
+        load_model(path, device="cpu")
+    assert "runs code" in str(e.value) and "truncated or corrupt" not in str(e.value)

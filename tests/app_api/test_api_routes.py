@@ -41,13 +41,18 @@ def test_model_metadata(client, demo_model):
     assert m["class_names"] == list(FOOD11_CLASSES)
     assert m["preprocessing"]["interpolation"] == "bicubic"
     assert m["feature_dim"] == 1280 and m["device"] == "cpu"
+    # The file's name, never its path on the host.
+    assert m["file"] == demo_model.name and "path" not in m
+    assert str(demo_model.parent) not in str(m)
 
 
 def test_docs_and_openapi(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/healthz", "/readyz", "/model"} <= set(spec["paths"])
-    assert "image" in str(spec["components"]["schemas"]["PredictRequest"])
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert "image" in str(body["application/json"]["schema"]["properties"])
+    assert {"image/*", "application/octet-stream"} <= set(body)
 
 
 def test_predict_headers_and_body(client):
