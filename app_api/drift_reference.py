@@ -14,15 +14,14 @@ rolled back to finds its old one.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from app_api.drift import DriftReference, DriftReferenceError, load_for_model
+from app_api.filelock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +94,8 @@ class BootstrapStore:
                 "FOOD11_DRIFT_BOOTSTRAP_SAMPLES=0 to turn drift detection off"
             ) from None
 
-    @contextmanager
     def _locked(self):
-        with open(self.lock_path, "r+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return exclusive(self.lock_path)
 
     def collected(self) -> int:
         """Whole rows in the samples file (a row torn by a crash does not count)."""

@@ -5,19 +5,13 @@ multiprocess directory right: emptied when the master starts, dead workers marke
 """
 
 from app_api.settings import ApiSettings
-from gourmetgram.gunicorn_hooks import child_exit, on_starting  # noqa: F401 (gunicorn reads them)
+from gourmetgram.gunicorn_hooks import (  # noqa: F401 (gunicorn reads the hooks)
+    child_exit,
+    on_starting,
+    server_settings,
+)
 
 _settings = ApiSettings()
 
-bind = [f"{_settings.host}:{_settings.port}"]
-workers = _settings.workers
+globals().update(server_settings(_settings, f"food11-api-{_settings.variant}"))
 worker_class = "uvicorn_worker.UvicornWorker"
-timeout = _settings.timeout
-graceful_timeout = 20
-keepalive = 5
-# Restarting a worker now and then bounds any slow leak without dropping requests.
-max_requests = 20000
-max_requests_jitter = 2000
-loglevel = _settings.log_level
-accesslog = None
-proc_name = f"food11-api-{_settings.variant}"

@@ -6,19 +6,14 @@ multiprocess directory right: emptied when the master starts, dead workers marke
 """
 
 from app_web.settings import WebSettings
-from gourmetgram.gunicorn_hooks import child_exit, on_starting  # noqa: F401 (gunicorn reads them)
+from gourmetgram.gunicorn_hooks import (  # noqa: F401 (gunicorn reads the hooks)
+    child_exit,
+    on_starting,
+    server_settings,
+)
 
 _settings = WebSettings()
 
-bind = [f"{_settings.host}:{_settings.port}"]
-workers = _settings.workers
+globals().update(server_settings(_settings, "gourmetgram-web"))
 worker_class = "gthread"
 threads = _settings.threads
-timeout = _settings.timeout
-graceful_timeout = 20
-keepalive = 5
-max_requests = 20000
-max_requests_jitter = 2000
-loglevel = _settings.log_level
-accesslog = None
-proc_name = "gourmetgram-web"

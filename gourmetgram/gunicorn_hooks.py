@@ -20,3 +20,21 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def server_settings(settings, proc_name: str) -> dict:
+    """The gunicorn settings the API and the web app share, from their settings object
+    (``host``, ``port``, ``workers``, ``timeout``, ``log_level``)."""
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        "workers": settings.workers,
+        "timeout": settings.timeout,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        # Restarting a worker now and then bounds any slow leak without dropping requests.
+        "max_requests": 20000,
+        "max_requests_jitter": 2000,
+        "loglevel": settings.log_level,
+        "accesslog": None,
+        "proc_name": proc_name,
+    }

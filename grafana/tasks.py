@@ -14,12 +14,11 @@ from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from gourmetgram.deploy.facts import UrlReachable
-from gourmetgram.deploy.ops import install_stopped, put_text
+from gourmetgram.deploy.ops import generated_secret, install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.host import configs as hostconfig
 from gourmetgram.host.render import render
@@ -46,15 +45,7 @@ def install_decision(requested: bool, installed: bool, reachable: bool) -> tuple
 
 
 def apply(plan: HostPlan) -> None:
-    password = str(plan.layout.grafana_password_file)
-    if not host.get_fact(File, path=password):
-        server.shell(
-            name=f"Generate the Grafana admin password into {password} (root only)",
-            commands=[f"test -s {password} || (umask 077 && head -c 32 /dev/urandom "
-                      f"| base64 | tr -d '/+=\\n' > {password})"],
-        )
-    files.file(name="Keep the Grafana admin password root-only", path=password,
-               user="root", group="root", mode="600", present=True)
+    generated_secret("the Grafana admin password", str(plan.layout.grafana_password_file))
 
     requested = plan.deploy.install_grafana
     installed = "grafana" in (host.get_fact(DebPackages) or {})

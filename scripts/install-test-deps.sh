@@ -18,6 +18,7 @@ PACKAGES=(
   libjemalloc2
   curl
   postgresql
+  mtail
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

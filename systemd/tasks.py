@@ -5,12 +5,10 @@ unit, settings, code or model changed."""
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram.deploy.ops import put_text
+from gourmetgram.deploy.ops import generated_secret, put_text
 from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.host import configs as hostconfig
 
@@ -42,15 +40,7 @@ def apply(plan: HostPlan, restart_inputs: list) -> None:
             _if=any_changed(*unit_ops, env_ops[variant], *restart_inputs),
         )
         systemd.service(name=f"Enable and start {unit}", service=unit, running=True, enabled=True)
-    review_password = str(layout.review_password_file)
-    if not host.get_fact(File, path=review_password):
-        server.shell(
-            name=f"Generate the operator's /review password into {review_password} (root only)",
-            commands=[f"test -s {review_password} || (umask 077 && head -c 32 /dev/urandom "
-                      f"| base64 | tr -d '/+=\\n' > {review_password})"],
-        )
-    files.file(name="Keep the /review password root-only", path=review_password,
-               user="root", group="root", mode="600", present=True)
+    generated_secret("the operator's /review password", str(layout.review_password_file))
     systemd.service(
         name="Restart gourmetgram-web (its unit or code changed)",
         service="gourmetgram-web",

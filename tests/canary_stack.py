@@ -158,6 +158,16 @@ class CanaryStack:
             "GOURMETGRAM_TEXTFILE_DIR": str(self.layout.textfile_dir),
         }
 
+    def __enter__(self) -> CanaryStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for part in (self.nginx, self.web, *self.apis.values()):
             if part is not None:

@@ -14,7 +14,6 @@ same code against their own Nginx master and API processes instead of systemd.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import logging.handlers
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 
 import requests
 
+from app_api.filelock import exclusive
 from app_api.hashing import sha256_of
 from gourmetgram.host import state as hoststate
 from gourmetgram.host.configs import render_api_env, render_site, render_standalone
@@ -162,12 +162,8 @@ def _locked(layout: HostLayout) -> Iterator[None]:
                           "run this again when it has finished; if no deploy is running, remove "
                           "that file")
     layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock_file, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with exclusive(layout.lock_file):
+        yield
 
 
 def _record(layout: HostLayout, stack: StackConfig, action: str, reason: str, **details: Any) -> None:

@@ -6,7 +6,8 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server
 
 POLICY_RC_D = ("#!/bin/sh\n# GourmetGram deploy: packages being installed; services start once "
                "configured.\nexit 101\n")
@@ -38,3 +39,16 @@ def install_stopped(what: str, packages: list[str]):
 def put_text(name: str, text: str, dest: str, **kw):
     """files.put of rendered text."""
     return files.put(name=name, src=StringIO(text), dest=dest, **kw)
+
+
+def generated_secret(what: str, path: str) -> None:
+    """A random password generated on the host into a root-only file (never a default),
+    once: a later run keeps it."""
+    if not host.get_fact(File, path=path):
+        server.shell(
+            name=f"Generate {what} into {path} (root only)",
+            commands=[f"test -s {path} || (umask 077 && head -c 32 /dev/urandom "
+                      f"| base64 | tr -d '/+=\\n' > {path})"],
+        )
+    files.file(name=f"Keep {what} root-only", path=path, user="root", group="root", mode="600",
+               present=True)

@@ -20,11 +20,8 @@ WORKER_RSS_BOUND_MIB = 1200
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_model):
-    s = CanaryStack(tmp_path_factory.mktemp("abuse"), demo_model)
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with CanaryStack(tmp_path_factory.mktemp("abuse"), demo_model) as s:
+        yield s
 
 
 def worker_pid(api) -> int:

@@ -17,11 +17,8 @@ from tests.canary_stack import CanaryStack, Load, count_variants
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_model):
-    s = CanaryStack(tmp_path_factory.mktemp("canary"), demo_model)
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with CanaryStack(tmp_path_factory.mktemp("canary"), demo_model) as s:
+        yield s
 
 
 def test_split_90_10_over_2000_requests(stack):

@@ -20,11 +20,8 @@ CLIENT_IDS = [f"client-{i:04d}" for i in range(300)]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_model):
-    s = CanaryStack(tmp_path_factory.mktemp("canary-ops"), demo_model, sticky_canary=True)
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with CanaryStack(tmp_path_factory.mktemp("canary-ops"), demo_model, sticky_canary=True) as s:
+        yield s
 
 
 def gg(stack: CanaryStack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
