@@ -45,10 +45,13 @@ state_ops.begin(plan)
 if "gpu" in roles:
     role("gpu").apply(plan)
 restart_inputs = role("install").apply(plan).restart_inputs if "install" in roles else []
+controller_inputs = None
 if "systemd" in roles:
-    role("systemd").apply(plan, restart_inputs)
+    controller_inputs = role("systemd").apply(plan, restart_inputs)
     drift_images.apply(plan)
 for name in ("nginx", "prometheus", "grafana", "firewall"):
     if name in roles:
         role(name).apply(plan)
+if controller_inputs is not None:
+    role("systemd").start_controller(controller_inputs)
 state_ops.finish(plan)

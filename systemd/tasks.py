@@ -1,7 +1,8 @@
 """systemd role: the API instances (``food11-api@production``, ``food11-api@canary``,
 one template unit), the web app and the always-on canary controller (idle, and scraped, until a canary ships),
 rendered from this folder's templates; enabled, started, and restarted only when their
-unit, settings, code or model changed."""
+unit, settings, code or model changed. ``apply`` returns what the controller restarts
+for; ``start_controller`` runs once the roles it writes into have run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.host import configs as hostconfig
 
 
-def apply(plan: HostPlan, restart_inputs: list) -> None:
+def apply(plan: HostPlan, restart_inputs: list) -> list:
     stack, layout = plan.stack, plan.layout
     unit_ops = [
         put_text(f"Install the unit {name}", text, f"/etc/systemd/system/{name}", mode="644")
@@ -49,11 +50,18 @@ def apply(plan: HostPlan, restart_inputs: list) -> None:
     )
     systemd.service(name="Enable and start gourmetgram-web", service="gourmetgram-web",
                     running=True, enabled=True)
+    return [*unit_ops, controller_env, *restart_inputs]
+
+
+def start_controller(changed_inputs: list) -> None:
+    """The always-on controller, started after the Nginx and Prometheus roles: its
+    unit may write the Nginx site and node_exporter's textfile folder, which must exist
+    when systemd sets up its namespace."""
     systemd.service(
         name="Restart gourmetgram-canary-controller (its unit, settings or code changed)",
         service="gourmetgram-canary-controller",
         restarted=True,
-        _if=any_changed(*unit_ops, controller_env, *restart_inputs),
+        _if=any_changed(*changed_inputs),
     )
     systemd.service(name="Enable and start gourmetgram-canary-controller (idle until a canary ships)",
                     service="gourmetgram-canary-controller", running=True, enabled=True)
