@@ -6,6 +6,7 @@ password generated at deploy time and handed over as a systemd credential
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import mimetypes
@@ -44,10 +45,16 @@ def register_review(app: Flask, service: FeedbackService) -> None:
         resp.headers["WWW-Authenticate"] = 'Basic realm="GourmetGram review", charset="UTF-8"'
         return resp
 
+    def operator_only(view):
+        """Every review route answers 401 with the Basic challenge to anyone else."""
+        @functools.wraps(view)
+        def guarded(*args, **kw):
+            return view(*args, **kw) if authorised() else challenge()
+        return guarded
+
     @app.get("/review")
+    @operator_only
     def review():
-        if not authorised():
-            return challenge()
         queues = [(name, title, why, service.store.queue(name, PER_QUEUE))
                   for name, title, why in QUEUES]
         estimates = sorted(estimate_groups(service.store.sampled_sums()).items())
@@ -57,9 +64,8 @@ def register_review(app: Flask, service: FeedbackService) -> None:
         )
 
     @app.get("/review/photo/<prediction_id>")
+    @operator_only
     def review_photo(prediction_id: str):
-        if not authorised():
-            return challenge()
         row = service.store.get(prediction_id)
         if row is None:
             return Response("no such photo\n", 404, content_type="text/plain")
@@ -70,9 +76,8 @@ def register_review(app: Flask, service: FeedbackService) -> None:
         return resp
 
     @app.post("/review/label")
+    @operator_only
     def review_label():
-        if not authorised():
-            return challenge()
         wants_json = request.accept_mimetypes.best == "application/json"
         if not hmac.compare_digest(request.form.get("token", ""), token):
             return _refuse(FeedbackError(403, "The form is stale or not from the review page; "

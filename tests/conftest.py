@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import REPO_ROOT, ApiServer
+from tests.procs import REPO_ROOT, ApiServer, server_factory
 
 # Subprocesses import this checkout, not whatever the venv was installed from.
 os.environ["PYTHONPATH"] = str(REPO_ROOT) + (
@@ -32,13 +32,4 @@ def demo_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def start_api(tmp_path):
     """Factory: ``start_api(model, variant=..., workers=...)`` -> a ready ApiServer."""
-    servers: list[ApiServer] = []
-
-    def start(model: Path, **kw) -> ApiServer:
-        server = ApiServer(tmp_path, model, **kw)
-        servers.append(server)
-        return server.wait_ready()
-
-    yield start
-    for s in servers:
-        s.stop()
+    yield from server_factory(lambda model, **kw: ApiServer(tmp_path, model, **kw))

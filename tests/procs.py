@@ -144,3 +144,20 @@ class WebServer:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+def server_factory(make):
+    """For a fixture: yields ``start(...)`` that makes a server with ``make(...)`` and
+    returns it ready; every server it started is stopped afterwards, also on failure."""
+    servers = []
+
+    def start(*args, **kw):
+        server = make(*args, **kw)
+        servers.append(server)
+        return server.wait_ready()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()

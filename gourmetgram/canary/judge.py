@@ -52,55 +52,13 @@ class Context:
 CheckFn = Callable[[VariantWindow, VariantWindow, Context], CheckResult]
 
 
-def _error_rate(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return error_rate_check(c, p, alpha=x.alpha, min_requests=s.error_rate_min_requests,
-                            min_increase=s.error_rate_min_increase)
-
-
-def _latency(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return latency_check(c, p, alpha=x.alpha, min_requests=s.latency_min_requests,
-                         quantiles=s.latency_quantiles, tolerance=s.latency_tolerance,
-                         min_increase_s=s.latency_min_increase_s)
-
-
-def _confidence(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return confidence_check(c, p, alpha=x.alpha, min_requests=s.confidence_min_requests,
-                            max_drop=s.confidence_max_drop)
-
-
-def _class_mix(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return class_mix_check(c, p, alpha=x.alpha, min_requests=s.class_mix_min_requests,
-                           min_divergence=s.class_mix_min_divergence)
-
-
-def _drift(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return drift_check(c, p, alpha=x.alpha, min_requests=s.drift_min_requests,
-                       min_increase=s.drift_min_increase)
-
-
-def _accuracy(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return accuracy_check(c, p, alpha=x.alpha, min_labels=s.accuracy_min_labels,
-                          max_drop=s.accuracy_max_drop)
-
-
-def _up(c, p, x: Context) -> CheckResult:
-    return up_check(c, p, max_down_share=x.settings.up_max_down_share)
-
-
-def _restarts(c, p, x: Context) -> CheckResult:
-    return restarts_check(c, p, max_restarts=x.settings.restarts_max)
-
-
-def _upstream_errors(c, p, x: Context) -> CheckResult:
-    s = x.settings
-    return upstream_errors_check(c, p, alpha=x.alpha, min_requests=s.upstream_min_requests,
-                                 min_increase=s.upstream_min_increase)
+def _with_settings(check, alpha: bool = True, **names: str) -> CheckFn:
+    """``check`` called with the settings named in ``names`` (keyword -> settings field)
+    and, for a statistical check, this analysis's alpha."""
+    def run(c: VariantWindow, p: VariantWindow, x: Context) -> CheckResult:
+        kw = {arg: getattr(x.settings, field) for arg, field in names.items()}
+        return check(c, p, **kw, **({"alpha": x.alpha} if alpha else {}))
+    return run
 
 
 def _sample_ratio(c, p, x: Context) -> CheckResult:
@@ -111,16 +69,24 @@ def _sample_ratio(c, p, x: Context) -> CheckResult:
 
 
 CHECKS: dict[str, CheckFn] = {
-    "up": _up,
-    "restarts": _restarts,
-    "upstream_errors": _upstream_errors,
+    "up": _with_settings(up_check, alpha=False, max_down_share="up_max_down_share"),
+    "restarts": _with_settings(restarts_check, alpha=False, max_restarts="restarts_max"),
+    "upstream_errors": _with_settings(upstream_errors_check, min_requests="upstream_min_requests",
+                                      min_increase="upstream_min_increase"),
     "sample_ratio": _sample_ratio,
-    "error_rate": _error_rate,
-    "latency": _latency,
-    "confidence": _confidence,
-    "class_mix": _class_mix,
-    "drift": _drift,
-    "accuracy": _accuracy,
+    "error_rate": _with_settings(error_rate_check, min_requests="error_rate_min_requests",
+                                 min_increase="error_rate_min_increase"),
+    "latency": _with_settings(latency_check, min_requests="latency_min_requests",
+                              quantiles="latency_quantiles", tolerance="latency_tolerance",
+                              min_increase_s="latency_min_increase_s"),
+    "confidence": _with_settings(confidence_check, min_requests="confidence_min_requests",
+                                 max_drop="confidence_max_drop"),
+    "class_mix": _with_settings(class_mix_check, min_requests="class_mix_min_requests",
+                                min_divergence="class_mix_min_divergence"),
+    "drift": _with_settings(drift_check, min_requests="drift_min_requests",
+                            min_increase="drift_min_increase"),
+    "accuracy": _with_settings(accuracy_check, min_labels="accuracy_min_labels",
+                               max_drop="accuracy_max_drop"),
 }
 # accuracy is opt-in: it needs the operator's labels, which most rollouts do not wait for.
 DEFAULT_CHECKS = tuple(name for name in CHECKS if name != "accuracy")

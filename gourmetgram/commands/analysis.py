@@ -146,14 +146,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _request(args: argparse.Namespace, record, what: str):
+    """Records a person's request for the controller (a file in its state folder)."""
+    s = _settings(args)
+    try:
+        return record(s, _user())
+    except OSError as e:
+        raise UsageError(f"cannot record the {what} in {s.state_dir}: {e}") from None
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from gourmetgram.canary.rollout import request_start
 
-    s = _settings(args)
-    try:
-        path = request_start(s, _user())
-    except OSError as e:
-        raise UsageError(f"cannot record the start request in {s.state_dir}: {e}") from None
+    path = _request(args, request_start, "start request")
     print(f"rollout requested ({path}): gourmetgram-canary-controller starts it within a few "
           "seconds; follow it with `journalctl -fu gourmetgram-canary-controller`")
     return 0
@@ -187,11 +192,7 @@ def _user() -> str:
 def cmd_approve(args: argparse.Namespace) -> int:
     from gourmetgram.canary.rollout import approve
 
-    s = _settings(args)
-    try:
-        path = approve(s, _user())
-    except OSError as e:
-        raise UsageError(f"cannot record the approval in {s.state_dir}: {e}") from None
+    path = _request(args, approve, "approval")
     print(f"approved: the controller promotes at its next passing analysis at max weight ({path})")
     return 0
 

@@ -14,7 +14,7 @@ import pytest
 
 from app_web.settings import BUNDLED_TEST_PHOTO
 from tests.app_web import postgres
-from tests.procs import ApiServer, WebServer, free_port
+from tests.procs import ApiServer, WebServer, free_port, server_factory
 
 LAB_PHOTO = BUNDLED_TEST_PHOTO  # the lab's test photo, shipped with the web app
 
@@ -49,16 +49,8 @@ def api(tmp_path_factory, demo_model) -> ApiServer:
 
 @pytest.fixture
 def start_web(tmp_path):
-    servers: list[WebServer] = []
-
-    def start(api_url: str, **kw) -> WebServer:
-        server = WebServer(tmp_path, api_url, **kw)
-        servers.append(server)
-        return server.wait_ready()
-
-    yield start
-    for s in servers:
-        s.stop()
+    """Factory: ``start_web(api_url, workers=...)`` -> a ready WebServer."""
+    yield from server_factory(lambda api_url, **kw: WebServer(tmp_path, api_url, **kw))
 
 
 class Upstream:
