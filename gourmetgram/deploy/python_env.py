@@ -22,6 +22,7 @@ from importlib.metadata import version, PackageNotFoundError
 flavour = sys.argv[1]
 for req in sys.argv[2:]:
     name, _, ver = req.partition("==")
+    name = name.split("[")[0]  # "psycopg[binary]" is installed as "psycopg"
     try:
         have = version(name)
     except PackageNotFoundError:
