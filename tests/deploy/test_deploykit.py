@@ -76,3 +76,20 @@ def test_local_target_reads_the_controllers_pip_sources(tmp_path):
 def test_local_target_refuses_non_loopback_addresses(address):
     with pytest.raises(nspawn.TargetError, match="loopback"):
         nspawn.check_address(address)
+
+
+def test_venv_check_finds_nothing_missing_in_a_complete_venv():
+    """This venv has every pin (extras like psycopg[binary] included): the check the
+    deploy runs on a host must report none, or every deploy would reinstall."""
+    import subprocess
+    import sys
+
+    from gourmetgram.deploy.python_env import VENV_CHECK
+
+    torch, rest = pinned_requirements()
+    out = subprocess.run([sys.executable, "-c", VENV_CHECK, "any", *torch, *rest],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
+    missing = subprocess.run([sys.executable, "-c", VENV_CHECK, "any", "psycopg[binary]==0.0.1"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.stdout.split() == ["psycopg[binary]==0.0.1"]
