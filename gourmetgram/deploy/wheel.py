@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import subprocess
@@ -51,10 +50,6 @@ def build_wheel(out_dir: Path) -> Path:
         dest = out_dir / wheels[0].name
         shutil.copyfile(wheels[0], dest)
     return dest
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

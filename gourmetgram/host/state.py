@@ -89,10 +89,6 @@ class Merge:
     def kept(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == KEPT]
 
-    @property
-    def applied(self) -> list[Decision]:
-        return [d for d in self.decisions if d.outcome == APPLIED]
-
 
 def merge(last: Mapping[str, Any] | None, desired: Mapping[str, Any], live: Mapping[str, Any] | None,
           overwrite: tuple[str, ...] | list[str] = ()) -> Merge:
