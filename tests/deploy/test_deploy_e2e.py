@@ -29,7 +29,8 @@ from tests.procs import REPO_ROOT, child_env
 
 pytestmark = pytest.mark.e2e
 
-NAME = "e2e"
+# Two runs at once (say, two branches) need a name and an address each.
+NAME = os.environ.get("GOURMETGRAM_E2E_NAME", "e2e")
 ADDRESS = os.environ.get("GOURMETGRAM_E2E_ADDRESS", "127.0.0.3")
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 API_UNITS = ["food11-api@production", "food11-api@canary"]
