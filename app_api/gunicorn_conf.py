@@ -10,8 +10,10 @@ from gourmetgram.gunicorn_hooks import (  # noqa: F401 (gunicorn reads the hooks
     on_starting,
     server_settings,
 )
+from gourmetgram.gunicorn_workers import uvicorn_worker
 
 _settings = ApiSettings()
 
 globals().update(server_settings(_settings, f"food11-api-{_settings.variant}"))
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn, with a deadline on each request's headers (gourmetgram.gunicorn_workers).
+worker_class = uvicorn_worker(_settings.header_timeout)

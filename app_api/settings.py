@@ -69,6 +69,11 @@ class ApiSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     timeout: int = Field(60, ge=5, description="gunicorn worker timeout, seconds.")
+    header_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="Seconds a client has to send a request's headers on the server's own port "
+        "(from connecting, or from the last response on a kept-alive connection); then it is closed.",
+    )
 
     @field_validator("model", "drift_reference", "metrics_dir", "state_dir", mode="before")
     @classmethod

@@ -11,9 +11,12 @@ from gourmetgram.gunicorn_hooks import (  # noqa: F401 (gunicorn reads the hooks
     on_starting,
     server_settings,
 )
+from gourmetgram.gunicorn_workers import thread_worker
 
 _settings = WebSettings()
 
 globals().update(server_settings(_settings, "gourmetgram-web"))
-worker_class = "gthread"
+# gthread whose main loop reads each request's headers, with a deadline, before a thread
+# gets the connection (gourmetgram.gunicorn_workers: stalled clients hold no thread).
+worker_class = thread_worker(_settings.header_timeout)
 threads = _settings.threads

@@ -48,6 +48,11 @@ class WebSettings(BaseSettings):
     workers: int = Field(2, ge=1, le=64)
     threads: int = Field(4, ge=1, le=64, description="Threads per gunicorn worker (gthread).")
     timeout: int = Field(60, ge=5, le=600, description="gunicorn worker timeout, seconds.")
+    header_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="Seconds a client has to send a request's headers on the server's own port "
+        "(from connecting, or from the last response on a kept-alive connection); then it is closed.",
+    )
     metrics_dir: Path | None = Field(
         None, description="prometheus_client multiprocess directory; emptied at start."
     )

@@ -14,7 +14,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from gourmetgram.canary.routing import weight_metric_text
-from gourmetgram.deploy.ops import install_stopped, put_text
+from gourmetgram.deploy.ops import hardening_dropin, install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.host import configs as hostconfig
 from gourmetgram.host.render import render
@@ -56,8 +56,12 @@ def apply(plan: HostPlan) -> None:
 
 def apply_mtail(plan: HostPlan) -> None:
     """Debian's mtail turns the site's access log into per-upstream tries and failures
-    (the canary analysis's upstream_errors check), on the bind address only."""
+    (the canary analysis's upstream_errors check), on the bind address only, confined
+    by a drop-in (``systemd/daemon-hardening.conf.j2``)."""
     install_stopped("mtail", ["mtail"])
+    dropin = hostconfig.render_daemon_hardening(plan.stack, plan.layout)["mtail"]
+    hardening = hardening_dropin("mtail", dropin)
+    systemd.daemon_reload(name="Reload systemd (mtail's drop-in changed)", _if=any_changed(hardening))
     groups = host.get_fact(Command, command="id -nG mtail 2>/dev/null || true") or ""
     if "adm" not in groups.split():
         server.shell(name="Let mtail read Nginx's logs (group adm)", commands=["usermod -aG adm mtail"])
@@ -67,6 +71,6 @@ def apply_mtail(plan: HostPlan) -> None:
     defaults = put_text("Set mtail's log, address and port (/etc/default/mtail)",
                         render("nginx/mtail.default.j2", hostconfig.template_data(plan.stack, plan.layout)),
                         "/etc/default/mtail", mode="644")
-    systemd.service(name="Restart mtail (its program or settings changed)", service="mtail",
-                    restarted=True, _if=any_changed(program, defaults))
+    systemd.service(name="Restart mtail (its program, settings or confinement changed)", service="mtail",
+                    restarted=True, _if=any_changed(program, defaults, hardening))
     systemd.service(name="Enable and start mtail", service="mtail", running=True, enabled=True)

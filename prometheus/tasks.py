@@ -2,15 +2,17 @@
 from the distribution, each listening on the bind address only (set in /etc/default
 before the first start), configured from this folder's templates, checked with promtool,
 and reloaded only when their configuration changed (``gourmetgram.monitoring.config.host_files``
-says which daemon reads which file)."""
+says which daemon reads which file). Debian's units are confined by drop-ins
+(``systemd/daemon-hardening.conf.j2``); a changed drop-in restarts its daemon."""
 
 from __future__ import annotations
 
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from gourmetgram.deploy.ops import install_stopped, put_text
+from gourmetgram.deploy.ops import hardening_dropin, install_stopped, put_text
 from gourmetgram.deploy.plan import HostPlan
+from gourmetgram.host import configs as hostconfig
 from gourmetgram.monitoring import config as monitoring
 
 PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
@@ -21,6 +23,10 @@ NO_RELOAD = ("prometheus-process-exporter",)
 
 def apply(plan: HostPlan) -> None:
     install_stopped("Prometheus", list(PACKAGES))
+    dropins = hostconfig.render_daemon_hardening(plan.stack, plan.layout)
+    hardening = {name: hardening_dropin(name, dropins[name]) for name in PACKAGES}
+    systemd.daemon_reload(name="Reload systemd (the Prometheus units' drop-ins changed)",
+                          _if=any_changed(*hardening.values()))
     config_ops: dict[str, list] = {name: [] for name in PACKAGES}
     defaults: dict[str, list] = {name: [] for name in PACKAGES}
     mine = {dest: v for dest, v in monitoring.host_files(plan.stack, layout=plan.layout).items()
@@ -42,10 +48,11 @@ def apply(plan: HostPlan) -> None:
     )
     for name in PACKAGES:
         systemd.service(
-            name=f"Restart {name} (its settings changed)",
+            name=f"Restart {name} (its settings or confinement changed)",
             service=name,
             restarted=True,
-            _if=any_changed(*defaults[name], *(config_ops[name] if name in NO_RELOAD else [])),
+            _if=any_changed(hardening[name], *defaults[name],
+                            *(config_ops[name] if name in NO_RELOAD else [])),
         )
         if config_ops[name] and name not in NO_RELOAD:
             systemd.service(

@@ -41,6 +41,15 @@ def put_text(name: str, text: str, dest: str, **kw):
     return files.put(name=name, src=StringIO(text), dest=dest, **kw)
 
 
+def hardening_dropin(unit: str, text: str):
+    """Installs a confining drop-in for one of Debian's units; the caller reloads systemd
+    and restarts the service when the returned operation changed something."""
+    directory = f"/etc/systemd/system/{unit}.service.d"
+    files.directory(name=f"Create {directory}", path=directory, mode="755")
+    return put_text(f"Confine {unit}.service (systemd drop-in)", text,
+                    f"{directory}/gourmetgram-hardening.conf", mode="644")
+
+
 def generated_secret(what: str, path: str) -> None:
     """A random password generated on the host into a root-only file (never a default),
     once: a later run keeps it."""

@@ -300,6 +300,107 @@ def test_grafana_is_prepared_but_not_installed(host):
         sh(machine, f"test -s /etc/grafana/{rel}")
 
 
+# --- issue 15: confinement, limits and slow clients on the deployed host ---------------
+
+def exposure_scores(machine) -> dict[str, float]:
+    out = sh(machine, "for u in " + " ".join(UNITS) + "; do systemd-analyze security --no-pager "
+             "$u.service | tail -1; done")
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"exposure level for (\S+)\.service: ([0-9.]+)", out)}
+
+
+def test_every_unit_of_the_stack_scores_at_most_4(host):
+    """Ours and Debian's (Prometheus, Alertmanager, exporters, mtail, Nginx: drop-ins)."""
+    machine, _, results, _ = host
+    scores = exposure_scores(machine)
+    results["exposure"] = scores
+    assert set(scores) == set(UNITS), scores
+    assert all(v <= 4.0 for v in scores.values()), scores
+
+
+def test_confined_exporters_still_deliver(host):
+    """What the drop-ins could break: node_exporter's systemd collector (D-Bus), netdev
+    (netlink) and textfile; process-exporter reading other users' /proc; the Nginx
+    exporter reaching stub_status; mtail reading the access log."""
+    machine, _, _, _ = host
+    s = stack(machine)
+    requests.post(f"http://{ADDRESS}:{s['nginx_port']}/api/predict", json={"image": jpeg()},
+                  timeout=60).raise_for_status()
+
+    def metrics(port: int) -> str:
+        return requests.get(f"http://{ADDRESS}:{port}/metrics", timeout=10).text
+
+    node = metrics(s["node_exporter_port"])
+    assert 'node_systemd_unit_state{name="food11-api@production.service",state="active",type="exec"} 1' \
+        in node, node[:2000]
+    for collector in ("systemd", "netdev", "textfile", "filesystem", "meminfo", "cpu"):
+        assert f'node_scrape_collector_success{{collector="{collector}"}} 1' in node, collector
+    assert re.search(r"^canary_weight \d", node, re.M)
+    process = metrics(s["process_exporter_port"])
+    procs = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'namedprocess_namegroup_num_procs\{groupname="[^"]*/([^"/]+)\.service"\} (\d+)', process)}
+    assert {"food11-api@production", "gourmetgram-web", "nginx", "prometheus"} <= set(procs), procs
+    # Other users' processes are read too: gourmetgram's master and two web workers, root's
+    # Nginx master and www-data's workers.
+    assert procs["gourmetgram-web"] >= 3 and procs["nginx"] >= 2, procs
+    assert re.search(r"^nginx_up 1$", metrics(s["nginx_exporter_port"]), re.M)
+    wait_for("mtail counts the request through Nginx",
+             lambda: "gourmetgram_nginx_upstream_tries_total{" in metrics(s["mtail_port"]), timeout=30)
+    assert sh(machine, "systemctl --failed --no-legend --plain").strip() == ""
+
+
+def test_app_units_carry_memory_and_task_limits(host):
+    """Set as rendered (the container's cgroup v1 memory controller is not delegated to
+    its systemd, so the limits are not enforced in here: docs/canary.md)."""
+    machine, _, _, _ = host
+    for unit in [*API_UNITS, "gourmetgram-web", "gourmetgram-canary-controller"]:
+        props = dict(line.split("=", 1) for line in sh(
+            machine, f"systemctl show -p MemoryMax -p MemoryHigh -p TasksMax {unit}").split())
+        assert all(v.isdigit() and int(v) > 0 for v in props.values()), (unit, props)
+        assert int(props["MemoryHigh"]) < int(props["MemoryMax"]), (unit, props)
+
+
+def test_stalled_clients_on_the_app_ports_are_closed(host):
+    """Slowloris straight at the deployed gunicorn ports (no Nginx in front): /healthz
+    still answers and the stalled connections are closed after the header deadline."""
+    import socket
+
+    machine, _, results, _ = host
+    s = stack(machine)
+    ports = {"web": s["web_port"], **{f"api-{v}": p for v, p in s["api_ports"].items()}}
+    stalled = {}
+    for name, port in ports.items():
+        stalled[name] = [socket.create_connection((ADDRESS, port), timeout=5) for _ in range(30)]
+        for i, sock in enumerate(stalled[name]):
+            if i % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    opened = time.monotonic()
+    try:
+        for name, port in ports.items():
+            start = time.monotonic()
+            assert requests.get(f"http://{ADDRESS}:{port}/healthz", timeout=5).ok, name
+            assert time.monotonic() - start < 2.0, name
+
+        def all_closed():
+            for socks in stalled.values():
+                for sock in socks:
+                    sock.setblocking(False)
+                    try:
+                        if sock.recv(1) != b"":
+                            return False
+                    except BlockingIOError:
+                        return False
+                    except OSError:
+                        pass
+            return True
+        wait_for("every stalled connection closed by the servers", all_closed, timeout=30)
+        results["stalled_closed_after_s"] = round(time.monotonic() - opened, 1)
+    finally:
+        for socks in stalled.values():
+            for sock in socks:
+                sock.close()
+
+
 def test_second_run_changes_nothing(host):
     machine, deploy, results, _ = host
     pids = main_pids(machine)

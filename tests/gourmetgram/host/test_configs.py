@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gourmetgram.canary import routing as canary
-from gourmetgram.host.configs import render_api_env, render_site, render_units
+from gourmetgram.host.configs import render_api_env, render_daemon_hardening, render_site, render_units
 from gourmetgram.host.layout import HostLayout, host_layout
 from gourmetgram.host.stack import StackDataError, load_stack
 from tests.golden import check_golden
@@ -40,6 +40,10 @@ def renders() -> dict[str, str]:
         out[f"systemd/{name}"] = text
     out["systemd/food11-api@.service-cpu"] = render_units(load_stack({"api_device": "cpu"}), HOST)[
         "food11-api@.service"]
+    out["systemd/food11-api@.service-workers2"] = render_units(load_stack({"api_workers": 2}), HOST)[
+        "food11-api@.service"]
+    for unit, text in render_daemon_hardening(load_stack({"bind_address": "10.0.0.5"}), HOST).items():
+        out[f"systemd/hardening/{unit}.conf"] = text
     stack = load_stack({"models": {"production": {"path": "/var/lib/gourmetgram/models/food11-v1.pt",
                                                    "version": "v1"},
                                     "canary": {"path": "", "version": ""}}})
