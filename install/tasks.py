@@ -9,6 +9,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from pyinfra import host
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server
 
 from gourmetgram.deploy import facts, python_env
@@ -89,12 +90,24 @@ def apply(plan: HostPlan) -> Installed:
                target=str(layout.gourmetgram_bin))
 
     for variant, source in sorted(plan.uploads.items()):
-        ops.append(files.put(
-            name=f"Upload the {variant} model to {plan.stack.models[variant].path}",
+        path = plan.stack.models[variant].path
+        model = files.put(
+            name=f"Upload the {variant} model to {path}",
             src=str(source),
-            dest=plan.stack.models[variant].path,
+            dest=path,
             user="root",
             group=user,
             mode="640",
+        )
+        ops.append(model)
+        # The ONNX Runtime form the API serves on CPU (FOOD11_RUNTIME=auto), checked
+        # against torch; a refused export leaves the API on torch, as the command says.
+        onnx_file = f"{path}.onnx"
+        no_export = not host.get_fact(File, path=onnx_file)
+        ops.append(server.shell(
+            name=f"Export the {variant} model to ONNX ({onnx_file})",
+            commands=[f"{shlex.quote(str(layout.gourmetgram_bin))} export-onnx --model "
+                      f"{shlex.quote(path)} || true"],
+            _if=lambda model=model, no_export=no_export: no_export or model.did_change(),
         ))
     return Installed(restart_inputs=ops)
