@@ -184,7 +184,8 @@ def load_for_serving(model_path: Path, *, runtime: str, device: str, threads: in
     """The model a worker serves: an OnnxModel or a model.LoadedModel (not warmed up).
 
     ``runtime``: ``auto`` is ONNX Runtime on CPU when the export matches the model file,
-    torch on CUDA or without a matching export (logged as a warning); ``onnx`` refuses
+    torch on CUDA or without an export (a stale or damaged one is logged as a warning,
+    a missing one is the plain torch setup); ``onnx`` refuses
     to start without a matching export; ``torch`` is torch."""
     if runtime != "torch":
         device = resolve_device(device)
@@ -195,7 +196,9 @@ def load_for_serving(model_path: Path, *, runtime: str, device: str, threads: in
         )
     if runtime == "onnx":
         return load_onnx(model_path, threads=threads, version=version)
-    if runtime == "auto" and device == "cpu":
+    if runtime == "auto" and device == "cpu" and not onnx_path_for(model_path).exists():
+        log.info("FOOD11_RUNTIME=auto: no ONNX export of %s, serving with torch", model_path)
+    elif runtime == "auto" and device == "cpu":
         try:
             return load_onnx(model_path, threads=threads, version=version)
         except ModelLoadError as e:
