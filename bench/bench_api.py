@@ -186,10 +186,26 @@ def connections_per_process(port: int, pids: list[int]) -> list[int]:
     return [held.get(p, 0) for p in pids]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (/proc/PID/stat)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: float,
             pids: list[int]) -> dict:
-    """One closed-loop wrk run; the connections per process are sampled mid-run."""
+    """One closed-loop wrk run; the connections per process are sampled mid-run, and
+    the server's CPU time per request is measured (a figure that other load on the
+    machine changes much less than req/s)."""
     port = int(url.rsplit(":", 1)[1])
+    cpu_before = cpu_seconds(pids)
     held: list[int] = []
     sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_process(port, pids)))
     sampler.start()
@@ -199,6 +215,7 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
         capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
     )
     sampler.join()
+    cpu = cpu_seconds(pids) - cpu_before
     out = res.stdout
     if res.returncode != 0 or "Requests/sec" not in out:
         raise RuntimeError(f"wrk failed: {res.stderr or out}")
@@ -210,8 +227,10 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
 
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "cpu_ms": 1000 * cpu / max(1, int(done.group(1))),
         "p50": ms("50"),
         "p99": ms("99"),
         "errors": (int(bad.group(1)) if bad else 0)
@@ -230,18 +249,18 @@ def spread(runs: list[dict], key: str) -> tuple[float, float, float]:
 def print_results(results: dict, mem: dict, variants: list[str], baseline: str | None) -> None:
     print("\n== throughput and latency: min / median / max over the runs ==")
     print(f"{'server':<16}{'conc':>5}{'req/s':>22}{'p50 ms':>22}{'p99 ms (median)':>17}"
-          f"{'err':>5}  connections per worker, each run")
+          f"{'CPU ms/req':>11}{'err':>5}  connections per worker, each run")
     for (name, c), runs in results.items():
         rps, p50 = spread(runs, "rps"), spread(runs, "p50")
         held = " ".join("/".join(str(h) for h in r["held"]) for r in runs)
         print(f"{name:<16}{c:>5}{rps[0]:>8.1f}{rps[1]:>7.1f}{rps[2]:>7.1f}"
               f"{p50[0]:>8.1f}{p50[1]:>7.1f}{p50[2]:>7.1f}{spread(runs, 'p99')[1]:>17.1f}"
-              f"{sum(r['errors'] for r in runs):>5}  {held}")
+              f"{spread(runs, 'cpu_ms')[1]:>11.1f}{sum(r['errors'] for r in runs):>5}  {held}")
     base_name = baseline or ("lab" if "lab" in variants else variants[0])
     if len(variants) > 1:
         print(f"\n== ratios against {base_name} in this run (medians; req/s: higher is better, "
-              "p50: lower is better; slowest/fastest run) ==")
-        print(f"{'server':<16}{'conc':>5}{'req/s x':>10}{'p50 x':>9}{'min/max':>9}")
+              "p50 and CPU per request: lower is better; min/max: slowest over fastest run) ==")
+        print(f"{'server':<16}{'conc':>5}{'req/s x':>10}{'p50 x':>9}{'CPU/req x':>11}{'min/max':>9}")
         for (name, c), runs in results.items():
             base = results.get((base_name, c))
             if name == base_name or not base:
@@ -249,6 +268,7 @@ def print_results(results: dict, mem: dict, variants: list[str], baseline: str |
             rps, brps = spread(runs, "rps"), spread(base, "rps")
             print(f"{name:<16}{c:>5}{rps[1] / brps[1]:>10.2f}"
                   f"{spread(runs, 'p50')[1] / spread(base, 'p50')[1]:>9.2f}"
+                  f"{spread(runs, 'cpu_ms')[1] / spread(base, 'cpu_ms')[1]:>11.2f}"
                   f"{rps[0] / rps[2]:>9.2f}")
     print("\n== resident memory after the load (MiB) ==")
     print(f"{'server':<16}{'process':<10}{'pid':>8}{'RSS':>9}{'PSS':>9}")
@@ -308,14 +328,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {name}: {v.doc}", flush=True)
             proc, url = start_server(v, tmp, sd_model, pickle_model)
             try:
-                pids = [p for p in process_tree(proc.pid) if p != proc.pid or v.lab]
-                wrk_run(url, body_file, script, max(concurrency), min(2.0, args.seconds), pids)
+                workers = [p for p in process_tree(proc.pid) if p != proc.pid or v.lab]
+                wrk_run(url, body_file, script, max(concurrency), min(2.0, args.seconds), workers)
                 for c in concurrency:
                     runs = results[(name, c)] = []
                     for _ in range(args.repeat):
-                        runs.append(r := wrk_run(url, body_file, script, c, args.seconds, pids))
+                        runs.append(r := wrk_run(url, body_file, script, c, args.seconds, workers))
                         print(f"   c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p99 "
-                              f"{r['p99']:7.1f} ms  errors {r['errors']}  connections per worker "
+                              f"{r['p99']:7.1f} ms  CPU {r['cpu_ms']:5.1f} ms/req  errors "
+                              f"{r['errors']}  connections per worker "
                               f"{'/'.join(map(str, r['held']))}  load {os.getloadavg()[0]:.2f}",
                               flush=True)
                 mem[name] = memory(proc.pid)

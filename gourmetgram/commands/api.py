@@ -150,7 +150,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     try:
         out, check = export_onnx(model, allow_pickle=args.allow_pickle)
     except ModelLoadError as e:
-        raise UsageError(f"export-onnx: {e}") from None
+        raise UsageError(str(e)) from None
     print(f"wrote {out}: agrees with torch on {check['images']} images (top-1 identical, "
           f"max probability difference {check['max_prob_diff']:.1e}, max feature difference "
           f"{check['max_feature_diff']:.1e} of scale)")
