@@ -15,3 +15,4 @@ _settings = ApiSettings()
 
 globals().update(server_settings(_settings, f"food11-api-{_settings.variant}"))
 worker_class = "uvicorn_worker.UvicornWorker"
+reuse_port = _settings.reuse_port

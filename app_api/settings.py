@@ -41,8 +41,12 @@ class ApiSettings(BaseSettings):
         "Runtime); workers x inference_threads x torch_threads <= cores.",
     )
     inference_threads: int = Field(
-        1, ge=1, le=64, description="Threads running batches in each worker, sharing one "
+        2, ge=1, le=64, description="Threads running batches in each worker, sharing one "
         "queue and one model (on CUDA: 1).",
+    )
+    reuse_port: bool = Field(
+        False, description="A listening socket per worker with SO_REUSEPORT (gunicorn "
+        "reuse_port), so the kernel spreads new connections over the workers.",
     )
     max_batch: int = Field(8, ge=1, le=256)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -67,7 +67,7 @@ VARIANTS = {
     "onnx": Variant("onnx", args=["--runtime", "onnx"],
                     doc="ONNX Runtime, 2 workers on one shared socket"),
     "onnx-reuseport": Variant(
-        "onnx-reuseport", args=["--runtime", "onnx"], env={"GUNICORN_CMD_ARGS": "--reuse-port"},
+        "onnx-reuseport", args=["--runtime", "onnx"], env={"FOOD11_REUSE_PORT": "1"},
         doc="ONNX Runtime, 2 workers, gunicorn reuse_port = True"),
     "onnx-1proc": Variant(
         "onnx-1proc", args=["--runtime", "onnx", "--workers", "1", "--inference-threads", "2"],
@@ -75,6 +75,10 @@ VARIANTS = {
     "onnx-2x2": Variant(
         "onnx-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
         doc="ONNX Runtime, 2 workers on one shared socket, 2 inference threads each"),
+    "onnx-reuseport-2x2": Variant(
+        "onnx-reuseport-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
+        env={"FOOD11_REUSE_PORT": "1"},
+        doc="ONNX Runtime, 2 workers with SO_REUSEPORT, 2 inference threads each"),
     "torch-1proc": Variant(
         "torch-1proc", args=["--runtime", "torch", "--workers", "1", "--inference-threads", "2"],
         doc="torch, 1 worker with 2 inference threads"),
