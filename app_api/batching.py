@@ -1,9 +1,11 @@
 """Adaptive batching of concurrent requests within one worker.
 
-One inference thread per worker runs the model; requests that arrive while it is busy
-queue up and go together in the next forward pass (at most ``max_batch``). At low load
-a request runs alone at once (no added wait); under load, batches form by themselves,
-which is cheaper per image and keeps torch from oversubscribing the cores.
+``threads`` inference threads per worker run the model from one queue; requests that
+arrive while they are busy queue up and go together in the next forward pass (at most
+``max_batch``). At low load a request runs alone at once (no added wait); under load,
+batches form by themselves, which is cheaper per image and keeps the runtime from
+oversubscribing the cores. Several threads let one process use several cores however
+its connections arrive (the runtime releases the GIL while it runs).
 """
 
 from __future__ import annotations
@@ -22,23 +24,27 @@ class Batcher:
         infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
         max_batch: int,
         on_batch: Callable[[int, float], None] | None = None,
+        threads: int = 1,
     ):
         self._infer = infer
         self._max_batch = max_batch
         self._on_batch = on_batch
+        self._threads = threads
         self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._tasks: list[asyncio.Task] = []
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()) for _ in range(self._threads)]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=True)

@@ -66,15 +66,19 @@ class GroupedHead(nn.Module):
         self.linear = nn.Linear(in_features, len(groups))
         self.register_buffer("group_of_row", torch.tensor(groups, dtype=torch.long))
         self.n_groups = n_groups
+        # The same pooling as a matrix product: ONNX has no index_add, and the exporter's
+        # scatter for it keeps one row per group instead of the sum (export-onnx's
+        # agreement check refused it). Not saved: derived from group_of_row.
+        self.register_buffer(
+            "pool", nn.functional.one_hot(self.group_of_row, n_groups).float(), persistent=False
+        )
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         # In float32 whatever the body's precision (fp16 on CUDA, autocast): exp and
-        # index_add_ need one dtype, and the pooled sum is more exact.
+        # the pooling product need one dtype, and the pooled sum is more exact.
         logits = self.linear(f).float()
         top = logits.max(dim=1, keepdim=True).values
-        summed = torch.zeros(
-            logits.shape[0], self.n_groups, dtype=logits.dtype, device=logits.device
-        ).index_add_(1, self.group_of_row, torch.exp(logits - top))
+        summed = torch.exp(logits - top) @ self.pool.to(logits.dtype)
         return torch.log(summed) + top
 
 

@@ -17,3 +17,4 @@ _settings = ApiSettings()
 globals().update(server_settings(_settings, f"food11-api-{_settings.variant}"))
 # uvicorn, with a deadline on each request's headers (gourmetgram.gunicorn_workers).
 worker_class = uvicorn_worker(_settings.header_timeout)
+reuse_port = _settings.reuse_port

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import numpy as np
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,7 +20,8 @@ from app_api import metrics
 from app_api.batching import Batcher
 from app_api.drift import DriftReferenceError
 from app_api.drift_monitor import start_monitor
-from app_api.model import GRAPH_BUCKETS, LoadedModel, ModelLoadError, load_model
+from app_api.inference import load_for_serving
+from app_api.model_info import ModelLoadError
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
 from gourmetgram.host_header import HostCheckASGI
@@ -167,7 +167,6 @@ def _resolve_model_path(settings: ApiSettings):
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
-    torch.set_num_threads(settings.torch_threads)
     state: dict = {"model": None, "version": "loading", "drift": None}
     # Called with each prediction's features after the response is computed (drift).
     feature_sinks: list[Callable[[np.ndarray], None]] = []
@@ -175,16 +174,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            model = load_model(
+            model = load_for_serving(
                 _resolve_model_path(settings),
-                allow_pickle=settings.allow_pickle,
+                runtime=settings.runtime,
                 device=settings.device,
+                threads=settings.torch_threads,
+                allow_pickle=settings.allow_pickle,
                 version=settings.model_version,
             )
         except ModelLoadError as e:
             log.error("cannot serve: %s", e)
             raise
-        warm_up(model, settings.max_batch)
+        model.warm_up(settings.max_batch)
         info = model.info
         try:
             drift = start_monitor(settings, info)
@@ -199,15 +200,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         metrics.MODEL_INFO.labels(
             settings.variant, info.version, info.sha256, info.form, info.device
         ).set(1)
-        batcher = Batcher(model.infer, settings.max_batch, on_batch=_observe_batch)
+        # CUDA graphs replay from shared buffers: one inference thread there.
+        threads = 1 if info.device.startswith("cuda") else settings.inference_threads
+        batcher = Batcher(model.infer, settings.max_batch, on_batch=_observe_batch, threads=threads)
         batcher.start()
         state["batcher"] = batcher
         state["decode_pool"] = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
         log.info(
-            "serving %s model %s (%s, sha256 %s) on %s",
+            "serving %s model %s (%s, sha256 %s) on %s with %s, %d inference thread(s)",
             settings.variant, info.version, info.form, info.sha256[:12], info.device,
+            info.runtime, threads,
         )
         try:
             yield
@@ -260,7 +264,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 f"Content-Type {kind!r} is not accepted: send JSON {{\"image\": \"<base64>\"}} "
                 "as application/json, or the image's bytes as image/jpeg, image/png, ..."
             ))
-        model: LoadedModel = state["model"]
+        model = state["model"]
         loop = asyncio.get_running_loop()
         labels = (settings.variant, model.info.version)
         with metrics.PREPROCESS_DURATION.labels(*labels).time():
@@ -318,10 +322,3 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     return app
 
-
-def warm_up(model: LoadedModel, max_batch: int) -> None:
-    """Runs the batch sizes the batcher will use (on CUDA: captures their graphs), so
-    the first requests are not slow."""
-    c = model.info.preprocessing.crop
-    for n in sorted({1, 2, max_batch} | {b for b in GRAPH_BUCKETS if b <= max_batch}):
-        model.infer(np.zeros((n, c, c, 3), dtype=np.uint8))

@@ -22,7 +22,6 @@ import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,65 +30,12 @@ from torch import nn
 
 from app_api.classes import FOOD11_CLASSES
 from app_api.hashing import sha256_of
+from app_api.model_info import ModelInfo, ModelLoadError, Preprocessing
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_KEY = "gourmetgram_model"
 ARCHIVE_FORMAT = 1
-
-
-class ModelLoadError(Exception):
-    """A model file that cannot be served; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the model's input; stored with the model."""
-
-    # [h, w] squashes the whole image to that size (the lab's Resize((224, 224)));
-    # a single int resizes the shorter side to it, keeping the aspect ratio.
-    resize: tuple[int, int] | int = (224, 224)
-    crop: int = 224
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> Preprocessing:
-        resize = d.get("resize", cls.resize)
-        resize = int(resize) if isinstance(resize, int | float) else tuple(int(v) for v in resize)
-        interp = str(d.get("interpolation", cls.interpolation))
-        if interp not in ("bilinear", "bicubic", "nearest", "lanczos"):
-            raise ModelLoadError(f"unknown interpolation {interp!r} in model metadata")
-        return cls(
-            resize=resize,
-            crop=int(d.get("crop", cls.crop)),
-            interpolation=interp,
-            mean=tuple(float(v) for v in d.get("mean", cls.mean)),
-            std=tuple(float(v) for v in d.get("std", cls.std)),
-        )
-
-
-@dataclass
-class ModelInfo:
-    """What /model shows and what the metrics label: where the model came from."""
-
-    version: str
-    sha256: str
-    form: str
-    arch: str
-    path: str
-    class_names: tuple[str, ...] = FOOD11_CLASSES
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    feature_dim: int | None = None
-    device: str = "cpu"
-
-    def as_dict(self) -> dict:
-        """What /model publishes: the file's name and sha256, never its path on the host."""
-        d = asdict(self)
-        d["file"] = Path(d.pop("path")).name
-        d["class_names"] = list(self.class_names)
-        return d
 
 
 class FeatureClassifier(nn.Module):
@@ -320,6 +266,13 @@ class LoadedModel:
                 logits, feats = self.module(x)
             probs = torch.softmax(logits.float(), dim=1)
         return probs.cpu().numpy(), None if feats is None else feats.float().cpu().numpy()
+
+    def warm_up(self, max_batch: int) -> None:
+        """Runs the batch sizes the batcher will use (on CUDA: captures their graphs), so
+        the first requests are not slow."""
+        c = self.info.preprocessing.crop
+        for n in sorted({1, 2, max_batch} | {b for b in GRAPH_BUCKETS if b <= max_batch}):
+            self.infer(np.zeros((n, c, c, 3), dtype=np.uint8))
 
     def _graphed(self, x: torch.Tensor):
         n = x.shape[0]

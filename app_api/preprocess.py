@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app_api.model import Preprocessing
+from app_api.model_info import Preprocessing
 
 # Bytes per pixel that a decoded image of each mode holds (PIL's own storage).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 4, "PA": 4, "La": 4, "RGB": 4, "RGBA": 4,

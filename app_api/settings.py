@@ -31,8 +31,22 @@ class ApiSettings(BaseSettings):
     )
     workers: int = Field(2, ge=1, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: ONNX Runtime on CPU when the model's export "
+        "(gourmetgram export-onnx) matches it, torch otherwise and on CUDA; onnx: refuse "
+        "to start without a matching export; torch: always torch.",
+    )
     torch_threads: int = Field(
-        1, ge=1, le=64, description="Intra-op threads per worker; workers x threads <= cores."
+        1, ge=1, le=64, description="Intra-op threads per inference thread (torch or ONNX "
+        "Runtime); workers x inference_threads x torch_threads <= cores.",
+    )
+    inference_threads: int = Field(
+        2, ge=1, le=64, description="Threads running batches in each worker, sharing one "
+        "queue and one model (on CUDA: 1).",
+    )
+    reuse_port: bool = Field(
+        False, description="A listening socket per worker with SO_REUSEPORT (gunicorn "
+        "reuse_port), so the kernel spreads new connections over the workers.",
     )
     max_batch: int = Field(8, ge=1, le=256)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -1,35 +1,38 @@
-"""Speed and memory of the model API as deployed, against the lab's serving pattern,
-in one run on one machine with the same model and the same images.
+"""Speed and memory of the model API, against the lab's serving pattern, in one run on
+one machine with the same model (the lab's MobileNetV2) and the same image.
 
     python bench/bench_api.py                  # the full run (make bench): minutes
-    python bench/bench_api.py --quick          # a few seconds per point, to check it works
-    python bench/bench_api.py --variants ours,malloc-tuning,jemalloc,batch1,workers1
+    python bench/bench_api.py --quick          # 2 s per run, 2 runs, to check it works
+    python bench/bench_api.py --variants lab,onnx,onnx-reuseport,onnx-1proc --repeat 7
 
 Servers: ``lab`` (bench/lab_pattern.py under one uvicorn process) and variants of ours
-(``gourmetgram serve-api``: gunicorn + uvicorn workers). Load: a closed loop of C
-clients (C = 1, 4, 16), each a thread with its own keep-alive connection sending the
-next request as soon as the last answer arrives, on a small (400x300) and a large
-(1280x1280) JPEG. Prints req/s, p50 and p99 per point (median over --repeat runs), the
-ratios of every variant against the lab pattern, and resident memory (RSS and PSS) per
-process and for the whole service after the load.
+(``gourmetgram serve-api``: gunicorn + uvicorn workers; torch or ONNX Runtime; one
+shared listening socket, SO_REUSEPORT, or one process with two inference threads).
+Load: wrk (Debian's ``wrk``), a closed loop of C keep-alive connections (C = 16 and 1)
+each sending the next request when the last answer arrives, the lab's JSON form with
+a 400x300 JPEG. Each configuration runs ``--repeat`` times (at least 5 for the
+figures in docs/api.md); each wrk run opens its connections anew, so they land on
+the workers anew; it prints min/median/max of req/s and latency so the
+connection luck shows, how many connections each worker held, the ratios against
+the lab in the same run, and resident memory (RSS and PSS) per process.
 
-The client runs on the same cores as the server (as wrk does in the issue's figures);
-it costs about the same for every server, but the absolute figures are a little lower
-than a client on another machine would see.
+wrk runs on the same cores as the servers; on a 2-core machine it takes a share of
+the CPU from every server alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
-import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,18 +62,34 @@ class Variant:
 
 VARIANTS = {
     "lab": Variant("lab", lab=True, doc="the lab's pattern: one uvicorn process, def endpoint"),
-    "ours": Variant("ours", doc="serve-api defaults: 2 workers, max_batch 8, glibc malloc"),
+    "torch": Variant("torch", args=["--runtime", "torch"],
+                     doc="torch eager, 2 workers on one shared socket (the old default)"),
+    "onnx": Variant("onnx", args=["--runtime", "onnx"],
+                    doc="ONNX Runtime, 2 workers on one shared socket"),
+    "onnx-reuseport": Variant(
+        "onnx-reuseport", args=["--runtime", "onnx"], env={"FOOD11_REUSE_PORT": "1"},
+        doc="ONNX Runtime, 2 workers, gunicorn reuse_port = True"),
+    "onnx-1proc": Variant(
+        "onnx-1proc", args=["--runtime", "onnx", "--workers", "1", "--inference-threads", "2"],
+        doc="ONNX Runtime, 1 worker with 2 inference threads"),
+    "onnx-2x2": Variant(
+        "onnx-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
+        doc="ONNX Runtime, 2 workers on one shared socket, 2 inference threads each"),
+    "onnx-reuseport-2x2": Variant(
+        "onnx-reuseport-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
+        env={"FOOD11_REUSE_PORT": "1"},
+        doc="ONNX Runtime, 2 workers with SO_REUSEPORT, 2 inference threads each"),
+    "torch-1proc": Variant(
+        "torch-1proc", args=["--runtime", "torch", "--workers", "1", "--inference-threads", "2"],
+        doc="torch, 1 worker with 2 inference threads"),
     "malloc-tuning": Variant(
-        "malloc-tuning", env={"GOURMETGRAM_MALLOC_TUNING": "1"},
-        doc="glibc malloc keeping freed buffers (MALLOC_MMAP_MAX_=0 ...)"),
+        "malloc-tuning", args=["--runtime", "torch"], env={"GOURMETGRAM_MALLOC_TUNING": "1"},
+        doc="torch, glibc malloc keeping freed buffers (MALLOC_MMAP_MAX_=0 ...)"),
     "jemalloc": Variant(
-        "jemalloc", env={"LD_PRELOAD": JEMALLOC or ""},
-        doc="jemalloc (Debian libjemalloc2) through LD_PRELOAD"),
-    "batch1": Variant("batch1", args=["--max-batch", "1"], doc="no batching"),
-    "workers1": Variant("workers1", args=["--workers", "1"], doc="one worker"),
-    "workers1-threads2": Variant(
-        "workers1-threads2", args=["--workers", "1"], env={"FOOD11_TORCH_THREADS": "2"},
-        doc="one worker, 2 torch threads"),
+        "jemalloc", args=["--runtime", "torch"], env={"LD_PRELOAD": JEMALLOC or ""},
+        doc="torch, jemalloc (Debian libjemalloc2) through LD_PRELOAD"),
+    "batch1": Variant("batch1", args=["--runtime", "onnx", "--max-batch", "1"],
+                      doc="ONNX Runtime, no batching"),
 }
 
 
@@ -82,6 +101,7 @@ def make_models(tmp: Path, state_dict: Path | None) -> tuple[Path, Path]:
     import torch
 
     from app_api.model import build_mobilenet_v2
+    from app_api.onnx_export import export_onnx
 
     net = build_mobilenet_v2().eval()
     if state_dict:
@@ -89,6 +109,9 @@ def make_models(tmp: Path, state_dict: Path | None) -> tuple[Path, Path]:
     sd_path, pickle_path = tmp / "food11_state_dict.pth", tmp / "food11_pickle.pth"
     torch.save(net.state_dict(), sd_path)
     torch.save(net, pickle_path)
+    _, check = export_onnx(sd_path)
+    print(f"ONNX export: max probability difference {check['max_prob_diff']:.1e} against torch, "
+          f"top-1 mismatches {len(check['top1_mismatches'])} of {check['images']}")
     return sd_path, pickle_path
 
 
@@ -150,97 +173,124 @@ def memory(pid: int) -> list[tuple[int, str, float, float]]:
 
 # --- load --------------------------------------------------------------------------
 
-def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
-    """C clients, each sending its next request when the last answer arrives."""
-    host, port = url.split("//")[1].split(":")
-    stop_at = time.perf_counter() + seconds
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors = [0] * concurrency
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-    start_gate = threading.Barrier(concurrency + 1)
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+"""
 
-    def client(i: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        start_gate.wait()
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/predict", body, headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                ok = resp.status == 200 and b"prediction" in data
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-            if ok:
-                latencies[i].append(time.perf_counter() - t0)
-            else:
-                errors[i] += 1
-        conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    t_start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t_start
-    lat = sorted(x for xs in latencies for x in xs)
-    if not lat:
-        return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "n": 0, "errors": sum(errors)}
+def connections_per_process(port: int, pids: list[int]) -> list[int]:
+    """Established connections on ``port`` held by each of ``pids`` (ss -tnp)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    held = Counter(int(m) for m in re.findall(r"pid=(\d+)", out))
+    return [held.get(p, 0) for p in pids]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (/proc/PID/stat)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: float,
+            pids: list[int]) -> dict:
+    """One closed-loop wrk run; the connections per process are sampled mid-run, and
+    the server's CPU time per request is measured (a figure that other load on the
+    machine changes much less than req/s)."""
+    port = int(url.rsplit(":", 1)[1])
+    cpu_before = cpu_seconds(pids)
+    held: list[int] = []
+    sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_process(port, pids)))
+    sampler.start()
+    res = subprocess.run(
+        ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds:g}s",
+         "--latency", "--timeout", "30s", "-s", str(script), url + "/predict"],
+        capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
+    )
+    sampler.join()
+    cpu = cpu_seconds(pids) - cpu_before
+    out = res.stdout
+    if res.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed: {res.stderr or out}")
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
     return {
-        "rps": len(lat) / elapsed,
-        "p50": lat[len(lat) // 2] * 1000,
-        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-        "n": len(lat),
-        "errors": sum(errors),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "cpu_ms": 1000 * cpu / max(1, int(done.group(1))),
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "errors": (int(bad.group(1)) if bad else 0)
+        + (sum(int(g) for g in sock.groups()) if sock else 0),
+        "held": held,
     }
 
 
-def median_of(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def spread(runs: list[dict], key: str) -> tuple[float, float, float]:
+    values = [r[key] for r in runs]
+    return min(values), statistics.median(values), max(values)
 
 
 # --- report ------------------------------------------------------------------------
 
 def print_results(results: dict, mem: dict, variants: list[str], baseline: str | None) -> None:
-    print("\n== throughput and latency (median of the repeats) ==")
-    print(f"{'server':<20}{'image':<7}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'n':>7}"
-          f"{'err':>5}")
-    for (name, image, c), r in results.items():
-        print(f"{name:<20}{image:<7}{c:>5}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-              f"{int(r['n']):>7}{int(r['errors']):>5}")
+    print("\n== throughput and latency: min / median / max over the runs ==")
+    print(f"{'server':<16}{'conc':>5}{'req/s':>22}{'p50 ms':>22}{'p99 ms (median)':>17}"
+          f"{'CPU ms/req':>11}{'err':>5}  connections per worker, each run")
+    for (name, c), runs in results.items():
+        rps, p50 = spread(runs, "rps"), spread(runs, "p50")
+        held = " ".join("/".join(str(h) for h in r["held"]) for r in runs)
+        print(f"{name:<16}{c:>5}{rps[0]:>8.1f}{rps[1]:>7.1f}{rps[2]:>7.1f}"
+              f"{p50[0]:>8.1f}{p50[1]:>7.1f}{p50[2]:>7.1f}{spread(runs, 'p99')[1]:>17.1f}"
+              f"{spread(runs, 'cpu_ms')[1]:>11.1f}{sum(r['errors'] for r in runs):>5}  {held}")
     base_name = baseline or ("lab" if "lab" in variants else variants[0])
     if len(variants) > 1:
-        print(f"\n== ratios against {base_name} (throughput: higher is better; "
-              "latency: lower is better) ==")
-        print(f"{'server':<20}{'image':<7}{'conc':>5}{'req/s x':>10}{'p50 x':>9}{'p99 x':>9}")
-        for (name, image, c), r in results.items():
-            base = results.get((base_name, image, c))
-            if name == base_name or not base or not base["rps"]:
+        print(f"\n== ratios against {base_name} in this run (medians; req/s: higher is better, "
+              "p50 and CPU per request: lower is better; min/max: slowest over fastest run) ==")
+        print(f"{'server':<16}{'conc':>5}{'req/s x':>10}{'p50 x':>9}{'CPU/req x':>11}{'min/max':>9}")
+        for (name, c), runs in results.items():
+            base = results.get((base_name, c))
+            if name == base_name or not base:
                 continue
-            print(f"{name:<20}{image:<7}{c:>5}{r['rps'] / base['rps']:>10.2f}"
-                  f"{r['p50'] / base['p50']:>9.2f}{r['p99'] / base['p99']:>9.2f}")
+            rps, brps = spread(runs, "rps"), spread(base, "rps")
+            print(f"{name:<16}{c:>5}{rps[1] / brps[1]:>10.2f}"
+                  f"{spread(runs, 'p50')[1] / spread(base, 'p50')[1]:>9.2f}"
+                  f"{spread(runs, 'cpu_ms')[1] / spread(base, 'cpu_ms')[1]:>11.2f}"
+                  f"{rps[0] / rps[2]:>9.2f}")
     print("\n== resident memory after the load (MiB) ==")
-    print(f"{'server':<20}{'process':<10}{'pid':>8}{'RSS':>9}{'PSS':>9}")
+    print(f"{'server':<16}{'process':<10}{'pid':>8}{'RSS':>9}{'PSS':>9}")
     for name, rows in mem.items():
         for pid, role, rss, pss in rows:
-            print(f"{name:<20}{role:<10}{pid:>8}{rss:>9.0f}{pss:>9.0f}")
-        print(f"{name:<20}{'total':<10}{'':>8}{sum(r[2] for r in rows):>9.0f}"
+            print(f"{name:<16}{role:<10}{pid:>8}{rss:>9.0f}{pss:>9.0f}")
+        print(f"{name:<16}{'total':<10}{'':>8}{sum(r[2] for r in rows):>9.0f}"
               f"{sum(r[3] for r in rows):>9.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="lab,ours",
+    p.add_argument("--variants", default="lab,torch,onnx,onnx-reuseport,onnx-1proc,onnx-2x2",
                    help=f"comma-separated, run in this order; known: {', '.join(VARIANTS)}")
-    p.add_argument("--concurrency", default="1,4,16")
-    p.add_argument("--images", default="small,large")
-    p.add_argument("--seconds", type=float, default=10.0, help="per point and repeat")
-    p.add_argument("--repeat", type=int, default=3, help="runs per point; the median is shown")
-    p.add_argument("--quick", action="store_true", help="1.5 s per point, one repeat")
+    p.add_argument("--concurrency", default="16,1")
+    p.add_argument("--seconds", type=float, default=8.0, help="per run")
+    p.add_argument("--repeat", type=int, default=5, help="runs per configuration")
+    p.add_argument("--quick", action="store_true", help="2 s per run, 2 runs")
     p.add_argument("--model", type=Path, help="a MobileNetV2 Food-11 state_dict "
                    "(default: random weights, as in the issue's figures)")
     p.add_argument("--baseline", help="the variant the ratios are against "
@@ -248,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
-        args.seconds, args.repeat = 1.5, 1
+        args.seconds, args.repeat = 2.0, 2
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -257,39 +307,49 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--baseline {args.baseline} is not among --variants")
     if "jemalloc" in names and not JEMALLOC:
         p.error("variant jemalloc: libjemalloc.so.2 not found (apt install libjemalloc2)")
-    concurrency = [int(c) for c in args.concurrency.split(",")]
-    images = {"small": photo_bytes(False), "large": photo_bytes(True)}
-    bodies = {k: json.dumps({"image": b64(images[k])}).encode()
-              for k in args.images.split(",")}
+    if not shutil.which("wrk"):
+        p.error("wrk not found: apt install wrk (scripts/install-test-deps.sh does)")
+    if args.repeat < 1 or args.seconds <= 0:
+        p.error("--repeat and --seconds must be positive")
+    try:
+        concurrency = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        p.error(f"--concurrency: comma-separated integers, got {args.concurrency!r}")
 
     tmp = Path(tempfile.mkdtemp(prefix="gg-bench-"))
+    body_file, script = tmp / "body.json", tmp / "post.lua"
+    body_file.write_text(json.dumps({"image": b64(photo_bytes(False))}))
+    script.write_text(WRK_SCRIPT)
     results: dict = {}
     mem: dict = {}
     try:
         sd_model, pickle_model = make_models(tmp, args.model)
-        print(f"cores: {os.cpu_count()}; model: MobileNetV2 Food-11 "
-              f"({'given weights' if args.model else 'random weights'}); "
-              f"{args.seconds:g} s per point, median of {args.repeat}")
+        print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}; model: MobileNetV2 "
+              f"Food-11 ({'given weights' if args.model else 'random weights'}); 400x300 JPEG; "
+              f"{args.repeat} runs of {args.seconds:g} s per configuration", flush=True)
         for name in names:
             v = VARIANTS[name]
             print(f"-- {name}: {v.doc}", flush=True)
             proc, url = start_server(v, tmp, sd_model, pickle_model)
             try:
-                for key, body in bodies.items():
-                    closed_loop(url, body, max(concurrency), min(2.0, args.seconds))  # warm up
-                    for c in concurrency:
-                        runs = [closed_loop(url, body, c, args.seconds) for _ in range(args.repeat)]
-                        results[(name, key, c)] = r = median_of(runs)
-                        print(f"   {key:<6} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms"
-                              f"  p99 {r['p99']:7.1f} ms  errors {int(r['errors'])}", flush=True)
+                workers = [p for p in process_tree(proc.pid) if p != proc.pid or v.lab]
+                wrk_run(url, body_file, script, max(concurrency), min(2.0, args.seconds), workers)
+                for c in concurrency:
+                    runs = results[(name, c)] = []
+                    for _ in range(args.repeat):
+                        runs.append(r := wrk_run(url, body_file, script, c, args.seconds, workers))
+                        print(f"   c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p99 "
+                              f"{r['p99']:7.1f} ms  CPU {r['cpu_ms']:5.1f} ms/req  errors "
+                              f"{r['errors']}  connections per worker "
+                              f"{'/'.join(map(str, r['held']))}  load {os.getloadavg()[0]:.2f}",
+                              flush=True)
                 mem[name] = memory(proc.pid)
             finally:
                 proc.stop()
         print_results(results, mem, names, args.baseline)
         if args.json:
             args.json.write_text(json.dumps({
-                "results": [dict(server=k[0], image=k[1], concurrency=k[2], **v)
-                            for k, v in results.items()],
+                "results": [dict(server=k[0], concurrency=k[1], runs=v) for k, v in results.items()],
                 "memory": {k: [dict(zip(("pid", "role", "rss_mib", "pss_mib"), r, strict=True))
                                for r in rows] for k, rows in mem.items()},
             }, indent=1))

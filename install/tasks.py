@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyinfra import host
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server
 
+from app_api.inference import onnx_path_for
 from gourmetgram.deploy import facts, python_env
 from gourmetgram.deploy.plan import HostPlan
 from gourmetgram.deploy.wheel import controller_wheel
@@ -88,13 +91,29 @@ def apply(plan: HostPlan) -> Installed:
     files.link(name="Put the gourmetgram command on the PATH", path="/usr/local/bin/gourmetgram",
                target=str(layout.gourmetgram_bin))
 
+    exported: set[str] = set()
     for variant, source in sorted(plan.uploads.items()):
-        ops.append(files.put(
-            name=f"Upload the {variant} model to {plan.stack.models[variant].path}",
+        path = plan.stack.models[variant].path
+        model = files.put(
+            name=f"Upload the {variant} model to {path}",
             src=str(source),
-            dest=plan.stack.models[variant].path,
+            dest=path,
             user="root",
             group=user,
             mode="640",
+        )
+        ops.append(model)
+        if path in exported:  # both variants serve one file
+            continue
+        exported.add(path)
+        # The ONNX Runtime form the API serves on CPU (FOOD11_RUNTIME=auto), checked
+        # against torch; a refused export leaves the API on torch, as the command says.
+        onnx_file = str(onnx_path_for(Path(path)))
+        no_export = not host.get_fact(File, path=onnx_file)
+        ops.append(server.shell(
+            name=f"Export the {variant} model to ONNX ({onnx_file})",
+            commands=[f"{shlex.quote(str(layout.gourmetgram_bin))} export-onnx --model "
+                      f"{shlex.quote(path)} || true"],
+            _if=lambda model=model, no_export=no_export: no_export or model.did_change(),
         ))
     return Installed(restart_inputs=ops)

@@ -16,6 +16,7 @@ PACKAGES=(
   debootstrap
   openssh-client
   libjemalloc2
+  wrk
   curl
   postgresql
   mtail

@@ -456,6 +456,7 @@ def ship(model: Path | str, version: str, reason: str = "", layout: HostLayout |
             shutil.copyfile(model, tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
+        _export_onnx(dest)
         if stack.canary_weight:
             stack = _set_weight(0, f"ship {version}: canary drained first", layout, services,
                                 action="rollback")
@@ -476,6 +477,20 @@ def _check_loads(model: Path, version: str) -> None:
         load_model(model, device="cpu", version=version)
     except ModelLoadError as e:
         raise CanaryError(f"model file {model} cannot be served: {e}") from None
+
+
+def _export_onnx(dest: Path) -> None:
+    """What ``gourmetgram export-onnx`` does, before the restart: the canary then serves
+    on ONNX Runtime (CPU). A network the check refuses is served with torch."""
+    from app_api.model_info import ModelLoadError
+    from app_api.onnx_export import export_onnx
+
+    try:
+        out, _ = export_onnx(dest)
+    except ModelLoadError as e:
+        log.warning("%s", e)
+        return
+    log.info("wrote %s (checked against torch)", out)
 
 
 def promote(reason: str = "", layout: HostLayout | None = None,

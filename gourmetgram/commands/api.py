@@ -27,6 +27,8 @@ OPTION_ENV = (
     ("model_version", "FOOD11_MODEL_VERSION"),
     ("workers", "FOOD11_WORKERS"),
     ("device", "FOOD11_DEVICE"),
+    ("runtime", "FOOD11_RUNTIME"),
+    ("inference_threads", "FOOD11_INFERENCE_THREADS"),
     ("max_batch", "FOOD11_MAX_BATCH"),
     ("metrics_dir", "FOOD11_METRICS_DIR"),
     ("drift_reference", "FOOD11_DRIFT_REFERENCE"),
@@ -49,21 +51,26 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
-def check_model(settings) -> None:
+def check_model(settings):
     """Loads the model once before gunicorn starts, so a wrong file is one clear line and
-    a non-zero exit, not a traceback per worker (exec frees this process's copy)."""
-    from app_api.model import ModelLoadError, load_model
+    a non-zero exit, not a traceback per worker (exec frees this process's copy).
+    Returns its ModelInfo: the runtime and device chosen here are the workers' too."""
+    from app_api.inference import load_for_serving
+    from app_api.model_info import ModelLoadError
     from app_api.settings import DEFAULT_DEMO_MODEL
 
     try:
-        load_model(
+        model = load_for_serving(
             settings.model or DEFAULT_DEMO_MODEL,
-            allow_pickle=settings.allow_pickle,
+            runtime=settings.runtime,
             device=settings.device,
+            threads=settings.torch_threads,
+            allow_pickle=settings.allow_pickle,
             version=settings.model_version,
         )
     except ModelLoadError as e:
         raise UsageError(f"cannot serve this model: {e}") from None
+    return model.info
 
 
 def _check_drift_reference(path: Path, model: Path) -> None:
@@ -88,7 +95,11 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
 
         print(f"building the demo model at {DEFAULT_DEMO_MODEL}", file=sys.stderr)
         build_demo_model(DEFAULT_DEMO_MODEL)
-    check_model(settings)
+    info = check_model(settings)
+    # The workers do not decide again: on ONNX Runtime they never import torch.
+    os.environ["FOOD11_RUNTIME"] = info.runtime
+    os.environ["FOOD11_DEVICE"] = info.device.split(":")[0]
+    print(f"serving {info.version} with {info.runtime} on {info.device}", file=sys.stderr)
     if settings.drift_reference is not None:
         _check_drift_reference(settings.drift_reference, settings.model or DEFAULT_DEMO_MODEL)
     metrics_dir = settings.metrics_dir or Path(
@@ -124,6 +135,28 @@ def cmd_build_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from app_api.model_info import ModelLoadError
+    from app_api.onnx_export import export_onnx
+
+    model = Path(args.model)
+    if model.is_dir():
+        raise UsageError(f"--model {model} is a directory; give the model file")
+    if not model.is_file():
+        raise UsageError(f"model file {model} does not exist")
+    if not os.access(model.parent, os.W_OK):
+        raise UsageError(f"cannot write the export beside {model}: folder {model.parent} "
+                         "is not writable")
+    try:
+        out, check = export_onnx(model, allow_pickle=args.allow_pickle)
+    except ModelLoadError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {out}: agrees with torch on {check['images']} images (top-1 identical, "
+          f"max probability difference {check['max_prob_diff']:.1e}, max feature difference "
+          f"{check['max_feature_diff']:.1e} of scale)")
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser(
         "serve-api",
@@ -137,6 +170,11 @@ def register(sub) -> None:
     s.add_argument("--model-version", help="version label (FOOD11_MODEL_VERSION)")
     s.add_argument("--workers", type=int, help="gunicorn workers (FOOD11_WORKERS, default 2)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="FOOD11_DEVICE")
+    s.add_argument("--runtime", choices=["auto", "torch", "onnx"],
+                   help="FOOD11_RUNTIME (default auto: ONNX Runtime on CPU when the model has "
+                   "a matching export-onnx file)")
+    s.add_argument("--inference-threads", type=int,
+                   help="threads running batches per worker (FOOD11_INFERENCE_THREADS, default 1)")
     s.add_argument("--max-batch", type=int, help="FOOD11_MAX_BATCH (default 8)")
     s.add_argument("--metrics-dir", help="FOOD11_METRICS_DIR (multiprocess metrics)")
     s.add_argument(
@@ -156,6 +194,18 @@ def register(sub) -> None:
         help="allow a whole pickled module (runs code from the file; FOOD11_ALLOW_PICKLE=1)",
     )
     s.set_defaults(func=cmd_serve_api)
+
+    e = sub.add_parser(
+        "export-onnx",
+        help="write <model>.onnx for ONNX Runtime, checked against torch",
+        description="Exports the model file to ONNX beside it (<model>.onnx) and writes it "
+        "only if it agrees with torch on the check images; the API then serves it on CPU "
+        "without torch (FOOD11_RUNTIME=auto). canary ship and the deploy run it.",
+    )
+    e.add_argument("--model", required=True, help="the model file")
+    e.add_argument("--allow-pickle", action="store_true",
+                   help="allow a whole pickled module (runs code from the file)")
+    e.set_defaults(func=cmd_export_onnx)
 
     b = sub.add_parser("build-demo-model", help="build the EfficientNet-Lite0 demo model")
     b.add_argument("--out", required=True, help="output file, e.g. demo-model.pt")

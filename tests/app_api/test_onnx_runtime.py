@@ -1,0 +1,203 @@
+"""The ONNX Runtime path: ``export-onnx`` checks the export against torch and refuses a
+disagreeing one, serving on it keeps torch out of the process and gives drift its
+features, and a missing, damaged or stale export is refused at start-up in one line
+(``FOOD11_RUNTIME=onnx``) or served with torch (``auto``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from app_api.inference import load_for_serving, load_onnx, onnx_path_for
+from app_api.model import build_mobilenet_v2, load_model
+from app_api.model_info import ModelLoadError
+from app_api.onnx_export import FEATURE_TOLERANCE, PROB_TOLERANCE, check_images, export_onnx
+from tests.app_api.onnx_nets import IndexAddNet
+from tests.gourmetgram.commands.test_cli_serve_api import assert_one_line_usage_error, run_cli
+from tests.images import photo_bytes
+from tests.procs import REPO_ROOT, child_env, free_port
+
+
+def _mobilenet(path, seed: int):
+    torch.manual_seed(seed)
+    torch.save(build_mobilenet_v2().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The lab's MobileNetV2 (random weights) as a state_dict, and its export."""
+    model = _mobilenet(tmp_path_factory.mktemp("onnx") / "food11.pth", seed=1)
+    out, check = export_onnx(model)
+    return model, out, check
+
+
+def test_export_agrees_with_torch_and_says_by_how_much(exported):
+    model, out, check = exported
+    assert out == onnx_path_for(model) and out.is_file()
+    assert check["images"] >= 20 and check["top1_mismatches"] == []
+    assert check["max_prob_diff"] <= PROB_TOLERANCE
+    assert check["max_feature_diff"] <= FEATURE_TOLERANCE
+    # The serving forms agree on images the check did not use, in any batch size.
+    torch_model, onnx_model = load_model(model, device="cpu"), load_onnx(model)
+    images = check_images(224, n=10, seed=7)
+    for batch in (images[:1], images[:3], images):
+        tp, tf = torch_model.infer(batch)
+        op, of = onnx_model.infer(batch)
+        assert (tp.argmax(1) == op.argmax(1)).all()
+        assert np.abs(tp - op).max() <= PROB_TOLERANCE
+        assert of.shape == tf.shape == (len(batch), 1280)
+        assert np.abs(tf - of).max() <= FEATURE_TOLERANCE * np.abs(tf).max()
+    info = onnx_model.info
+    assert (info.runtime, info.sha256, info.feature_dim) == ("onnx", torch_model.info.sha256, 1280)
+    assert info.version == torch_model.info.version
+
+
+def test_export_that_disagrees_with_torch_is_refused_and_not_written(tmp_path):
+    model = tmp_path / "indexadd.pt"
+    torch.manual_seed(0)
+    torch.save(IndexAddNet().eval(), model)
+    with pytest.raises(ModelLoadError, match="was not written: top-1 class differs from torch"):
+        export_onnx(model, allow_pickle=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["indexadd.pt"]
+
+
+def test_demo_model_exports(demo_model, tmp_path):
+    model = shutil.copy(demo_model, tmp_path / "demo.pt")
+    _, check = export_onnx(model)
+    assert check["top1_mismatches"] == [] and check["max_prob_diff"] <= PROB_TOLERANCE
+
+
+SERVE_WITHOUT_TORCH = textwrap.dedent("""
+    import json, sys
+    from fastapi.testclient import TestClient
+    from app_api.main import create_app
+    from app_api.settings import ApiSettings
+    from tests.images import photo_bytes
+
+    settings = ApiSettings(model=sys.argv[1], runtime=sys.argv[2], device="cpu",
+                           drift_bootstrap_samples=0, inference_threads=2)
+    app = create_app(settings)
+    features = []
+    app.state.feature_sinks.append(lambda f: features.append(f.shape))
+    with TestClient(app) as client:
+        answers = [client.post("/predict", content=photo_bytes(),
+                               headers={"content-type": "image/jpeg"}) for _ in range(3)]
+        info = client.get("/model").json()
+    print(json.dumps({"status": [a.status_code for a in answers],
+                      "prediction": answers[0].json()["prediction"], "runtime": info["runtime"],
+                      "features": [list(s) for s in features],
+                      "torch_loaded": "torch" in sys.modules}))
+""")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "auto"])
+def test_serving_on_onnx_never_imports_torch_and_feeds_drift(exported, runtime):
+    model, _, _ = exported
+    res = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH, str(model), runtime],
+                         capture_output=True, text=True, cwd=REPO_ROOT, env=child_env(),
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["status"] == [200, 200, 200]
+    assert out["runtime"] == "onnx" and out["torch_loaded"] is False
+    assert out["features"] == [[1280]] * 3
+    # The same answer as torch on the same image.
+    from app_api.preprocess import image_from_bytes
+
+    torch_model = load_model(model, device="cpu")
+    probs, _ = torch_model.infer(image_from_bytes(photo_bytes(), torch_model.info.preprocessing,
+                                                  40_000_000)[None])
+    assert out["prediction"] == torch_model.class_names[int(probs[0].argmax())]
+
+
+def test_gunicorn_workers_on_onnx_do_not_map_torch(exported, start_api):
+    model, _, _ = exported
+    api = start_api(model, workers=2)
+    assert requests.get(api.url + "/model", timeout=10).json()["runtime"] == "onnx"
+    r = requests.post(api.url + "/predict", data=photo_bytes(),
+                      headers={"content-type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200
+    master = api.proc.pid
+    children = open(f"/proc/{master}/task/{master}/children").read().split()
+    workers = [int(c) for c in children]
+    assert len(workers) == 2
+    for pid in workers:
+        maps = open(f"/proc/{pid}/maps").read()
+        assert "onnxruntime" in maps and "libtorch" not in maps
+
+
+def _stale(tmp_path, exported):
+    """An export of another model file, beside this one."""
+    other = _mobilenet(tmp_path / "food11-v2.pth", seed=2)
+    shutil.copy(exported[1], onnx_path_for(other))
+    return other
+
+
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        ("missing", ["no ONNX export", "export-onnx --model"]),
+        ("garbage", ["not a readable ONNX file", "export-onnx again"]),
+        ("stale", ["exported from another model file", "export-onnx --model"]),
+    ],
+)
+def test_runtime_onnx_refuses_a_bad_export_at_start_up_in_one_line(case, words, tmp_path,
+                                                                   exported):
+    if case == "stale":
+        model = _stale(tmp_path, exported)
+    else:
+        model = _mobilenet(tmp_path / "food11.pth", seed=3)
+        if case == "garbage":
+            onnx_path_for(model).write_bytes(b"not onnx at all" * 50)
+    res = run_cli("serve-api", "--port", str(free_port()), "--model", str(model),
+                  "--device", "cpu", "--runtime", "onnx")
+    assert_one_line_usage_error(res, "cannot serve this model", *words)
+
+
+def test_runtime_auto_serves_a_stale_export_with_torch_and_says_why(tmp_path, exported, caplog):
+    model = _stale(tmp_path, exported)
+    with caplog.at_level("WARNING"):
+        served = load_for_serving(model, runtime="auto", device="cpu", threads=1)
+    assert served.info.runtime == "torch"
+    assert "exported from another model file" in caplog.text
+
+
+def test_runtime_onnx_on_cuda_is_refused(exported):
+    with pytest.raises(ModelLoadError, match="runs on CPU only"):
+        load_for_serving(exported[0], runtime="onnx", device="cuda", threads=1)
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--model", "/nonexistent/food11.pth"], ["/nonexistent/food11.pth", "does not exist"]),
+        (["--model", "{dir}"], ["directory"]),
+        (["--model", "{garbage}"], ["export-onnx", "corrupt"]),
+        ([], ["--model"]),
+        (["--model", "{garbage}", "--frobnicate"], ["--frobnicate"]),
+    ],
+    ids=["missing", "directory", "garbage", "no-model", "unknown-option"],
+)
+def test_export_onnx_bad_arguments(args, words, tmp_path):
+    garbage = tmp_path / "food11.pth"
+    garbage.write_bytes(b"\x80\x02this is not a model" * 100)
+    args = [a.format(dir=tmp_path, garbage=garbage) for a in args]
+    assert_one_line_usage_error(run_cli("export-onnx", *args), *words)
+    assert not onnx_path_for(garbage).exists()
+
+
+def test_export_onnx_command_writes_and_reports(tmp_path):
+    model = _mobilenet(tmp_path / "food11.pth", seed=4)
+    res = run_cli("export-onnx", "--model", str(model), timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert f"wrote {onnx_path_for(model)}" in res.stdout and "top-1 identical" in res.stdout
+    assert load_onnx(model).info.runtime == "onnx"
