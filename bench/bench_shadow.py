@@ -9,7 +9,8 @@ Load: Debian's wrk, closed loop, keep-alive connections (``-t2 -c4``), posting t
 JSON photo. Conditions, interleaved run by run so that the machine's drift hits them
 alike: ``off`` (no mirror), ``on-20`` and ``on-100`` (that share of the predictions
 mirrored to a healthy canary), ``on-20-frozen`` (20 % mirrored to a canary frozen with
-SIGSTOP: the mirror's 2 s read timeout is all that bounds it). Prints p50, p99 and
+SIGSTOP: the mirror's 2 s read timeout is all that bounds it; after it the thawed
+canary works off its queued copies before the next run starts). Prints p50, p99 and
 req/s per condition (min / median / max over the runs) and the ratio of each median
 p99 to ``off``'s.
 
@@ -83,6 +84,21 @@ def set_shadow(stack: CanaryStack, percent: int) -> None:
         stack.set_weight(0, "bench")
 
 
+def settle(stack: CanaryStack, quiet_s: float = 3.0, timeout: float = 120.0) -> None:
+    """Waits until a thawed canary has worked off the mirrored copies queued while it was
+    frozen (its shadow log stops growing), so that they do not load the next run."""
+    log = stack.layout.shadow_dir("canary") / "shadow.jsonl"
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = log.stat().st_size if log.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
 def summary(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
@@ -106,9 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         p.error("wrk is not installed (apt-get install wrk)")
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
+    try:
+        return measure(tmp, args, names)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(tmp: Path, args: argparse.Namespace, names: list[str]) -> int:
     from app_api.demo_model import build_demo_model
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
     model = build_demo_model(tmp / "demo-model.pt")
     body = tmp / "body.json"
     body.write_text(json.dumps(BODY))
@@ -129,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     if frozen:
                         os.killpg(canary_pid, signal.SIGCONT)
+                if frozen:
+                    settle(stack)
                 results[name].append(r)
                 print(f"run {i + 1} {name:13s} p50 {r['p50'] * 1e3:7.1f} ms  p99 "
                       f"{r['p99'] * 1e3:7.1f} ms  {r['rps']:6.1f} req/s  errors {r['errors']}",
@@ -149,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {p50[0]:.0f} / {p50[1]:.0f} / {p50[2]:.0f} | {p99[0]:.0f} / "
               f"{p99[1]:.0f} / {p99[2]:.0f} | {rps[0]:.1f} / {rps[1]:.1f} / {rps[2]:.1f} | "
               f"{ratio:.2f} | {sum(r['errors'] for r in rs)} |")
-    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
