@@ -35,6 +35,7 @@ from gourmetgram.canary.rollout_state import (
     PROMOTE,
     ROLLBACK,
     ROLLING_BACK,
+    RUNNING,
     SHADOW,
     STOPPED,
     WAIT,
@@ -312,15 +313,10 @@ class Controller:
                 self.actuator.set_shadow(self.s.shadow_percent, reason=why)
                 st.shadow_since = time.time()
                 st.weight_changed(0, st.shadow_since)
-                if self.metrics:
-                    self.metrics.set_shadow_stage(True)
             elif d.action == ADVANCE:
                 self.actuator.set_weight(d.weight_after, reason=why)
                 st.steps += 1
-                if not st.shadow_done:
-                    st.shadow_done = True
-                    if self.metrics:
-                        self.metrics.set_shadow_stage(False)
+                st.shadow_done = True
                 st.weight_changed(d.weight_after, time.time())
             elif d.action == PROMOTE:
                 self.actuator.promote(reason=why)
@@ -329,8 +325,6 @@ class Controller:
             elif d.action == ROLLBACK:
                 self.actuator.rollback(reason=why)
                 self.finished = True
-                if self.metrics:
-                    self.metrics.set_shadow_stage(False)
         except Exception as e:  # noqa: BLE001 - any routing failure: keep state, retry next time
             log.error("%s failed: %s: %s", d.action, type(e).__name__, e)
             d = Decision(HOLD, d.weight_before, d.weight_before,
@@ -355,6 +349,9 @@ class Controller:
         if self.metrics:
             self.metrics.observe(d, steps)
             self.metrics.set_phase(self.state.phase)
+            st = self.state
+            self.metrics.set_shadow_stage(bool(st.phase == RUNNING and st.shadow_since
+                                               and not st.shadow_done))
         try:
             state = Path(self.s.state_dir)
             state.mkdir(parents=True, exist_ok=True)

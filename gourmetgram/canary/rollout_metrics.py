@@ -97,7 +97,6 @@ class AnalysisMetrics:
         if w is None:
             self.shadow_agreement.set(float("nan"))
             return
-        self.shadow_stage.set(1)
         self.shadow_agreement.set(w.agreement)
         self.shadow_mirrored.set(w.mirrored)
         self.shadow_answered.set(w.answered)

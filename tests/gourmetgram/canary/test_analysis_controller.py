@@ -399,12 +399,13 @@ def test_agreement_just_under_the_threshold_is_not_a_failure(shadow_settings):
 
 
 def test_mirror_turned_off_outside_stops_the_shadow_stage(shadow_settings):
-    act = Recorder()
+    act, m = Recorder(), AnalysisMetrics()
     c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
-                   shadow=Pairs(400, 400))
-    assert c.step().action == SHADOW
+                   shadow=Pairs(400, 400), metrics=m)
+    assert c.step().action == SHADOW and m.shadow_stage._value.get() == 1
     act.mirror = 0  # a person ran `gourmetgram canary rollback`
     assert c.step().action == STOPPED and c.finished
+    assert m.shadow_stage._value.get() == 0
 
 
 def test_shadow_stage_survives_a_restart(shadow_settings):
