@@ -24,6 +24,8 @@ from app_api.inference import load_for_serving
 from app_api.model_info import ModelLoadError
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
+from app_api.shadow import HEADER as SHADOW_HEADER
+from app_api.shadow import ShadowLog
 from gourmetgram.host_header import HostCheckASGI
 
 log = logging.getLogger("app_api")
@@ -168,6 +170,7 @@ def _resolve_model_path(settings: ApiSettings):
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     state: dict = {"model": None, "version": "loading", "drift": None}
+    shadow = ShadowLog(settings.shadow_dir, settings.shadow_max_bytes) if settings.shadow_dir else None
     # Called with each prediction's features after the response is computed (drift).
     feature_sinks: list[Callable[[np.ndarray], None]] = []
 
@@ -281,6 +284,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if feats is not None:
             for sink in feature_sinks:
                 sink(feats)
+        shadow_id = request.headers.get(SHADOW_HEADER)
+        if shadow is not None and shadow_id:
+            shadow.record(shadow_id, name, confidence)
         prediction_id = uuid.uuid4().hex
         response.headers["X-Prediction-Id"] = prediction_id
         return PredictResponse(

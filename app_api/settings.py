@@ -81,6 +81,14 @@ class ApiSettings(BaseSettings):
         None, description="This instance's persistent state (the bootstrapped drift "
         "reference), shared by its workers; empty: a folder under the temp dir."
     )
+    shadow_dir: Path | None = Field(
+        None, description="Where this instance logs its answers to requests carrying "
+        "X-Shadow-Id (the canary's shadow stage, app_api/shadow.py); empty: not logged."
+    )
+    shadow_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024,
+        description="Size at which the shadow log is rotated (two files are kept).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     timeout: int = Field(60, ge=5, description="gunicorn worker timeout, seconds.")
     header_timeout: float = Field(
@@ -89,7 +97,8 @@ class ApiSettings(BaseSettings):
         "(from connecting, or from the last response on a kept-alive connection); then it is closed.",
     )
 
-    @field_validator("model", "drift_reference", "metrics_dir", "state_dir", mode="before")
+    @field_validator("model", "drift_reference", "metrics_dir", "state_dir", "shadow_dir",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("", None) else v

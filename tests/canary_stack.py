@@ -139,7 +139,8 @@ class CanaryStack:
         env = read_env(self.layout.env_file(variant))
         return ApiServer(self.root, Path(env["FOOD11_MODEL"]), variant=variant, workers=1,
                          port=int(env["FOOD11_PORT"]),
-                         extra_args=["--model-version", env["FOOD11_MODEL_VERSION"]])
+                         extra_args=["--model-version", env["FOOD11_MODEL_VERSION"]],
+                         env={"FOOD11_SHADOW_DIR": env["FOOD11_SHADOW_DIR"]})
 
     def restart_api(self, variant: str) -> None:
         self.apis[variant].stop()

@@ -201,7 +201,7 @@ class AnalysisController:
             state_dir=state_dir, metrics_host=stack.bind_address,
             metrics_port=stack.canary_analysis_port, error_rate_min_requests=5,
             latency_min_requests=5, confidence_min_requests=5, class_mix_min_requests=5,
-            drift_min_requests=5)
+            drift_min_requests=5, shadow_intervals=0)
         self.metrics = AnalysisMetrics()
         self.controller = Controller(self.settings, WeightOnly(), metrics=self.metrics)
         self._stop = threading.Event()

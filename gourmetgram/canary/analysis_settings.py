@@ -17,7 +17,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gourmetgram.canary.judge import CHECKS, DEFAULT_CHECKS
+from gourmetgram.canary.judge import CHECKS, DEFAULT_CHECKS, SHADOW_CHECK
 from gourmetgram.errors import UsageError
 from gourmetgram.host.layout import HostLayout
 
@@ -68,6 +68,18 @@ class AnalysisSettings(BaseSettings):
     manual_gate: bool = False
     # Where the controller keeps its approval file and last decision.
     state_dir: Path = DEFAULT_STATE_DIR
+
+    # --- the shadow stage (before any user sees the canary) -------------------------
+    # Passing analyses at weight 0 with part of production's predictions mirrored to the
+    # canary (responses discarded) before the first weight step; 0 turns the stage off.
+    shadow_intervals: int = Field(2, ge=0, le=100)
+    # Percent of production's POST /predict requests mirrored (split on Nginx's request id).
+    shadow_percent: int = Field(20, ge=1, le=100)
+    # shadow_agreement: the canary names production's class on at least this share of
+    # the mirrored inputs, else (significantly below it, exact binomial test) it fails.
+    shadow_min_agreement: float = Field(0.75, gt=0, le=1)
+    # Answered pairs a window needs, else inconclusive.
+    shadow_min_requests: int = Field(100, ge=1)
 
     # --- the controller's own metrics (canary_analysis_*) -------------------------
     metrics_host: str = "127.0.0.1"
@@ -137,6 +149,9 @@ class AnalysisSettings(BaseSettings):
     @classmethod
     def _known_checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [c for c in v if c not in CHECKS]
+        if SHADOW_CHECK in unknown:
+            raise ValueError(f"{SHADOW_CHECK} runs in the shadow stage only, before the weighted "
+                             "steps: set shadow_intervals (0 turns it off), not checks")
         if unknown:
             raise ValueError(f"unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
         if not v:

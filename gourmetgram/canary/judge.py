@@ -13,6 +13,12 @@ check in any analysis of the whole rollout with probability at most ``alpha``, h
 many analyses it takes and however the overlapping windows depend on each other (an
 alpha-spending, always-valid test; tests/gourmetgram/canary/test_analysis_sequential.py
 simulates it). Deterministic checks (``up``, ``restarts``) spend no alpha.
+
+The shadow stage (weight 0, a share of production's requests mirrored to the canary)
+is judged by ``judge_shadow``: the enabled checks that make sense without users on the
+canary (its metrics then count only mirrored requests) plus ``shadow_agreement``
+(gourmetgram.canary.shadow). Its analyses are analyses of the same rollout and spend
+from the same alpha.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gourmetgram.canary import shadow as shadow_stage
 from gourmetgram.canary.analysis import (
     CheckResult,
     VariantWindow,
@@ -47,6 +54,7 @@ class Context:
     settings: Any  # AnalysisSettings (not imported: the settings import this registry)
     alpha: float  # this analysis's significance level for one statistical check
     expected_share: float | None = None  # canary share the weights asked for
+    shadow: shadow_stage.ShadowWindow | None = None  # the shadow stage's paired answers
 
 
 CheckFn = Callable[[VariantWindow, VariantWindow, Context], CheckResult]
@@ -92,6 +100,22 @@ CHECKS: dict[str, CheckFn] = {
 DEFAULT_CHECKS = tuple(name for name in CHECKS if name != "accuracy")
 # Checks without a statistical test: they spend none of the rollout's alpha.
 DETERMINISTIC = frozenset({"up", "restarts"})
+# Checks of what users are served: not run in the shadow stage, where no user is on the
+# canary (its mirrored requests are Nginx subrequests, not in the access log mtail reads,
+# and there is no weight to compare a share with, and no user feedback).
+USER_TRAFFIC_ONLY = frozenset({"upstream_errors", "sample_ratio", "accuracy"})
+SHADOW_CHECK = shadow_stage.CHECK
+
+
+def _agreement(c, p, x: Context) -> CheckResult:
+    s = x.settings
+    return shadow_stage.agreement_check(x.shadow, alpha=x.alpha, min_requests=s.shadow_min_requests,
+                                        min_agreement=s.shadow_min_agreement)
+
+
+def shadow_checks(checks: tuple[str, ...]) -> tuple[str, ...]:
+    """The shadow stage's checks, given the enabled ones."""
+    return (*(c for c in checks if c not in USER_TRAFFIC_ONLY), SHADOW_CHECK)
 
 
 def analysis_alpha(alpha: float, k: int, checks: tuple[str, ...]) -> float:
@@ -106,3 +130,12 @@ def judge(canary: VariantWindow, production: VariantWindow, settings, analysis: 
     ctx = Context(settings, analysis_alpha(settings.alpha, analysis, settings.checks),
                   expected_share)
     return [CHECKS[name](canary, production, ctx) for name in settings.checks]
+
+
+def judge_shadow(canary: VariantWindow, production: VariantWindow, settings, analysis: int,
+                 shadow: shadow_stage.ShadowWindow | None) -> list[CheckResult]:
+    """The ``analysis``-th analysis of a rollout, in its shadow stage."""
+    names = shadow_checks(settings.checks)
+    ctx = Context(settings, analysis_alpha(settings.alpha, analysis, names), None, shadow)
+    return [(_agreement if name == SHADOW_CHECK else CHECKS[name])(canary, production, ctx)
+            for name in names]

@@ -19,7 +19,7 @@ from gourmetgram.canary import rollout_state
 from gourmetgram.canary import routing as canary
 from gourmetgram.canary.analysis import FAIL, INCONCLUSIVE, CheckResult
 from gourmetgram.canary.analysis_settings import AnalysisSettings
-from gourmetgram.canary.judge import judge
+from gourmetgram.canary.judge import judge, judge_shadow
 from gourmetgram.canary.promclient import (
     PromClient,
     PrometheusQueryError,
@@ -35,9 +35,12 @@ from gourmetgram.canary.rollout_state import (
     PROMOTE,
     ROLLBACK,
     ROLLING_BACK,
+    RUNNING,
+    SHADOW,
     STOPPED,
     WAIT,
 )
+from gourmetgram.canary.shadow import ShadowReader
 from gourmetgram.host.layout import HostLayout, host_layout
 
 log = logging.getLogger("gourmetgram.canary.rollout")
@@ -53,6 +56,8 @@ class Actuator(Protocol):
     """What the controller needs from the canary routing; nothing else."""
 
     def weight(self) -> int: ...
+    def shadow(self) -> int: ...
+    def set_shadow(self, percent: int, reason: str) -> None: ...
     def set_weight(self, weight: int, reason: str) -> None: ...
     def promote(self, reason: str) -> None: ...
     def rollback(self, reason: str) -> None: ...
@@ -69,6 +74,12 @@ class CanaryLibraryActuator:
 
     def weight(self) -> int:
         return canary.load_state(self.layout).canary_weight
+
+    def shadow(self) -> int:
+        return canary.load_state(self.layout).canary_shadow_percent
+
+    def set_shadow(self, percent: int, reason: str) -> None:
+        canary.set_shadow(percent, reason, layout=self.layout, services=self.services)
 
     def set_weight(self, weight: int, reason: str) -> None:
         canary.set_weight(weight, reason, layout=self.layout, services=self.services)
@@ -135,7 +146,7 @@ class Controller:
 
     def __init__(self, settings: AnalysisSettings, actuator: Actuator,
                  reader: WindowReader | None = None, metrics: AnalysisMetrics | None = None,
-                 upstreams: dict[str, str] | None = None):
+                 upstreams: dict[str, str] | None = None, shadow: ShadowReader | None = None):
         self.s = settings
         self.actuator = actuator
         self.reader = reader or WindowReader(
@@ -143,6 +154,7 @@ class Controller:
             settings.window, settings.selector, settings.handler, upstreams,
         )
         self.metrics = metrics
+        self.shadow = shadow or ShadowReader(host_layout())
         self.state = rollout_state.load(settings.state_dir)
         self.finished = False
         self.last_weight: int | None = None
@@ -165,6 +177,7 @@ class Controller:
     def begin(self, cause: str, weight: int) -> None:
         """A new rollout from ``weight``; an approval left from an earlier one is void."""
         self.state.begin(cause, weight, time.time())
+        self.state.shadow_done = self.s.shadow_intervals == 0
         approval_path(self.s).unlink(missing_ok=True)
         self.finished = False
         self.last_weight = weight
@@ -214,8 +227,10 @@ class Controller:
         if st.phase == ROLLING_BACK:
             # Decided once, retried until done: a canary judged bad is never advanced.
             return self._act(Decision(ROLLBACK, weight, 0, st.rollback_reason or "rollback"))
+        if weight == 0 and st.steps == 0 and not st.shadow_done:
+            return self._shadow_step()
         if weight == 0 and st.steps == 0:
-            return self._act(Decision(ADVANCE, 0, min(self.s.step_weight, self.s.max_weight),
+            return self._act(Decision(ADVANCE, 0, self._first_step(),
                                       "start: first step to the canary"))
         now = time.time()
         try:
@@ -235,6 +250,58 @@ class Controller:
                 f"{self.s.progress_deadline_s:g} s (last: {reason})")
         return self._act(Decision(action, weight, new, reason, checks))
 
+    def _first_step(self) -> int:
+        return min(self.s.step_weight, self.s.max_weight)
+
+    def _shadow_step(self) -> Decision:
+        """The shadow stage: mirror on, then each analysis judges the mirrored requests;
+        ``shadow_intervals`` passing ones end it with the first weight step (which turns
+        the mirror off in the same routing change)."""
+        st, s = self.state, self.s
+        if not st.shadow_since:
+            return self._act(Decision(SHADOW, 0, 0, f"shadow stage: mirroring {s.shadow_percent}% "
+                                      "of production's predictions to the canary"))
+        try:
+            mirrored = int(self.actuator.shadow())
+        except Exception as e:  # noqa: BLE001 - state unreadable: change nothing, try again
+            return self._record(Decision(PAUSE, 0, 0, f"cannot read the shadow percent: "
+                                         f"{type(e).__name__}: {e}"))
+        if mirrored == 0:
+            return self._finish(Decision(STOPPED, 0, 0, "mirror turned off outside the "
+                                         "controller in the shadow stage: stopping"))
+        now = time.time()
+        try:
+            windows = self.reader.read(now)
+        except (PrometheusUnavailable, PrometheusQueryError) as e:
+            return self._record(Decision(PAUSE, 0, 0, f"cannot read Prometheus: {e}"))
+        try:
+            pairs = self.shadow.read(now, s.window, since=st.shadow_since)
+        except OSError as e:
+            log.warning("cannot read the shadow logs: %s", e)
+            pairs = None
+        st.analyses += 1
+        checks = judge_shadow(windows["canary"], windows["production"], s, st.analyses, pairs)
+        if self.metrics:
+            self.metrics.observe_shadow(pairs)
+        action, new, reason = self.decide(checks, 0)
+        if any(c.verdict == FAIL for c in checks):
+            st.failed += 1
+        if action == ADVANCE:
+            st.shadow_passed += 1
+            if st.shadow_passed < s.shadow_intervals:
+                action, new, reason = SHADOW, 0, (f"shadow stage: all checks passed "
+                                                  f"({st.shadow_passed} of {s.shadow_intervals})")
+            else:
+                new = self._first_step()
+                reason = (f"shadow stage passed ({st.shadow_passed} analyses): mirror off, "
+                          "first step to the canary")
+        held = now - st.weight_since()
+        if action == HOLD and held > s.progress_deadline_s:
+            action, new, reason = ROLLBACK, 0, (
+                f"held in the shadow stage for {held:.0f} s, past the progress deadline of "
+                f"{s.progress_deadline_s:g} s (last: {reason})")
+        return self._act(Decision(action, 0, new, reason, checks))
+
     def _act(self, d: Decision) -> Decision:
         why = f"canary analysis: {d.reason}"
         st = self.state
@@ -242,9 +309,14 @@ class Controller:
             st.phase, st.rollback_reason = ROLLING_BACK, d.reason
             self._save()  # decided: a restart retries the rollback, never advances
         try:
-            if d.action == ADVANCE:
+            if d.action == SHADOW and not st.shadow_since:
+                self.actuator.set_shadow(self.s.shadow_percent, reason=why)
+                st.shadow_since = time.time()
+                st.weight_changed(0, st.shadow_since)
+            elif d.action == ADVANCE:
                 self.actuator.set_weight(d.weight_after, reason=why)
                 st.steps += 1
+                st.shadow_done = True
                 st.weight_changed(d.weight_after, time.time())
             elif d.action == PROMOTE:
                 self.actuator.promote(reason=why)
@@ -277,6 +349,9 @@ class Controller:
         if self.metrics:
             self.metrics.observe(d, steps)
             self.metrics.set_phase(self.state.phase)
+            st = self.state
+            self.metrics.set_shadow_stage(bool(st.phase == RUNNING and st.shadow_since
+                                               and not st.shadow_done))
         try:
             state = Path(self.s.state_dir)
             state.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,27 @@ class AnalysisMetrics:
         self.phase = Gauge("canary_analysis_phase",
                            "1 for the controller's phase (idle between rollouts), 0 for the others.",
                            ("phase",), registry=r)
+        # The shadow stage (gourmetgram.canary.shadow), from its last analysis.
+        self.shadow_stage = Gauge("canary_shadow_stage",
+                                  "1 while the rollout is in its shadow stage (mirror on).",
+                                  registry=r)
+        self.shadow_agreement = Gauge("canary_shadow_agreement",
+                                      "Share of mirrored requests where the canary named "
+                                      "production's class (last shadow analysis).", registry=r)
+        self.shadow_mirrored = Gauge("canary_shadow_mirrored_requests",
+                                     "Marked requests production answered in the last shadow "
+                                     "window.", registry=r)
+        self.shadow_answered = Gauge("canary_shadow_answered_requests",
+                                     "Of those, answered by the canary too (the pairs judged).",
+                                     registry=r)
+        self.shadow_pairs = Gauge("canary_shadow_class_pairs",
+                                  "Pairs judged in the last shadow window, by production's class.",
+                                  ("class_name",), registry=r)
+        self.shadow_disagreements = Gauge("canary_shadow_class_disagreements",
+                                          "Pairs where the canary named another class, by "
+                                          "production's class (last shadow window).",
+                                          ("class_name",), registry=r)
+        self.shadow_stage.set(0)
         self.set_phase(IDLE)
         for a in ACTIONS:
             self.last_decision.labels(a).set(0)
@@ -65,6 +86,23 @@ class AnalysisMetrics:
             for variant, value in (("canary", c.canary), ("production", c.production)):
                 if value is not None:
                     self.check_value.labels(c.check, variant).set(value)
+
+    def set_shadow_stage(self, on: bool) -> None:
+        self.shadow_stage.set(1 if on else 0)
+
+    def observe_shadow(self, w) -> None:
+        """The last shadow window's numbers (a ShadowWindow, or None when unreadable)."""
+        self.shadow_pairs.clear()
+        self.shadow_disagreements.clear()
+        if w is None:
+            self.shadow_agreement.set(float("nan"))
+            return
+        self.shadow_agreement.set(w.agreement)
+        self.shadow_mirrored.set(w.mirrored)
+        self.shadow_answered.set(w.answered)
+        for name, n in w.pairs_by_class.items():
+            self.shadow_pairs.labels(name).set(n)
+            self.shadow_disagreements.labels(name).set(w.disagreed_by_class.get(name, 0))
 
     def set_phase(self, phase: str) -> None:
         for p in PHASES:

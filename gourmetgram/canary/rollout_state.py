@@ -15,8 +15,10 @@ from pathlib import Path
 ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT = (
     "advance", "hold", "promote", "rollback", "pause", "wait-approval")
 STOPPED = "stopped"
+# The shadow stage: mirror turned on, or a passing analysis that keeps it on.
+SHADOW = "shadow"
 # Every decision the controller takes (the canary_analysis_last_decision labels).
-ACTIONS = (ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT, STOPPED)
+ACTIONS = (ADVANCE, HOLD, PROMOTE, ROLLBACK, PAUSE, WAIT, STOPPED, SHADOW)
 IDLE, RUNNING, ROLLING_BACK = "idle", "running", "rolling-back"
 PHASES = (IDLE, RUNNING, ROLLING_BACK)
 STATE_FILE = "rollout.json"
@@ -42,6 +44,11 @@ class RolloutState:
     rollback_reason: str = ""
     # The newest routing-history entry the controller has looked at (ship detection).
     history_seen: float = 0.0
+    # Shadow stage: when the mirror was turned on (0: not yet), its passing analyses,
+    # and whether it is over (passed, or off in the settings).
+    shadow_since: float = 0.0
+    shadow_passed: int = 0
+    shadow_done: bool = False
 
     def begin(self, cause: str, weight: int, now: float) -> None:
         keep = self.history_seen

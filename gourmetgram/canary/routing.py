@@ -170,15 +170,15 @@ def _record(layout: HostLayout, stack: StackConfig, action: str, reason: str, **
     """History line, log line (journal) and the canary_weight metric."""
     entry = {
         "time": time.time(), "action": action, "reason": reason,
-        "canary_weight": stack.canary_weight,
+        "canary_weight": stack.canary_weight, "canary_shadow_percent": stack.canary_shadow_percent,
         "versions": {v: stack.models[v].version for v in VARIANTS}, **details,
     }
     layout.history_file.parent.mkdir(parents=True, exist_ok=True)
     with open(layout.history_file, "a") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")
-    log.info("canary %s: weight=%d%% production=%s canary=%s reason=%s", action,
-             stack.canary_weight, entry["versions"]["production"], entry["versions"]["canary"],
-             reason or "-")
+    log.info("canary %s: weight=%d%% shadow=%d%% production=%s canary=%s reason=%s", action,
+             stack.canary_weight, stack.canary_shadow_percent, entry["versions"]["production"],
+             entry["versions"]["canary"], reason or "-")
     write_weight_metric(layout, stack.canary_weight)
 
 
@@ -205,11 +205,11 @@ def write_weight_metric(layout: HostLayout, weight: int) -> None:
 
 # --- validation ----------------------------------------------------------------------
 
-def check_weight(weight: Any) -> int:
+def check_weight(weight: Any, what: str = "weight") -> int:
     if isinstance(weight, bool) or not isinstance(weight, int):
-        raise CanaryError(f"weight must be a whole number of percent, got {weight!r}")
+        raise CanaryError(f"{what} must be a whole number of percent, got {weight!r}")
     if not 0 <= weight <= 100:
-        raise CanaryError(f"weight {weight} is outside 0..100 (percent of traffic to the canary)")
+        raise CanaryError(f"{what} {weight} is outside 0..100 (percent of traffic to the canary)")
     return weight
 
 
@@ -258,7 +258,8 @@ def _wait_reloaded(stack: StackConfig, timeout: float = RELOAD_TIMEOUT) -> None:
     a moment, so one new answer is not enough: it takes ``CONFIRMATIONS`` in a row, each
     on a new connection, before the change counts as live."""
     url = f"http://{stack.bind_address}:{stack.nginx_status_port}/gourmetgram-canary"
-    want = f"canary_weight={stack.canary_weight} sticky={int(stack.sticky_canary)}"
+    want = (f"canary_weight={stack.canary_weight} sticky={int(stack.sticky_canary)} "
+            f"shadow={stack.canary_shadow_percent}")
     deadline = time.monotonic() + timeout
     seen = "no answer"
     streak = 0
@@ -387,6 +388,7 @@ def status(layout: HostLayout | None = None) -> dict[str, Any]:
         applied = hoststate.parse_state_file(layout.last_applied.read_text(), str(layout.last_applied))
     sources = hoststate.provenance(applied, hoststate.flatten(stack.template_data()), history)
     return {"canary_weight": stack.canary_weight, "sticky": stack.sticky_canary,
+            "shadow_percent": stack.canary_shadow_percent,
             "variants": variants, "last_change": history[-1] if history else None,
             "sources": {k: sources[k] for k in ("canary_weight", "models.production", "models.canary")}}
 
@@ -401,16 +403,39 @@ def set_weight(weight: int, reason: str = "", layout: HostLayout | None = None,
         return _set_weight(weight, reason, layout, services)
 
 
+def set_shadow(percent: int, reason: str = "", layout: HostLayout | None = None,
+               services: Services | None = None) -> StackConfig:
+    """Mirrors ``percent`` of production's predictions to the canary (0 = off), whose
+    answers are discarded; only while the canary's weight is 0 (before users see it)."""
+    percent = check_weight(percent, "shadow percent")
+    layout = layout or host_layout()
+    services = services or SystemdServices(layout)
+    with _locked(layout):
+        stack = load_state(layout)
+        if percent and stack.canary_weight:
+            raise CanaryError(f"the canary serves {stack.canary_weight}% of users: mirroring "
+                              "is for weight 0 only (roll back first)")
+        if percent:
+            _require_ready(stack, "no requests mirrored to it")
+        return _set_weight(0, reason, layout, services, action="shadow", shadow=percent)
+
+
+def _require_ready(stack: StackConfig, what: str) -> None:
+    state = probe(stack, "canary")
+    if not state["ready"]:
+        raise CanaryError(
+            f"the canary at {api_url(stack, 'canary')} is not ready ({state['error'] or 'not ready'}): "
+            f"{what}; `gourmetgram canary ship` a model first"
+        )
+
+
 def _set_weight(weight: int, reason: str, layout: HostLayout, services: Services,
-                action: str = "set") -> StackConfig:
-    stack = load_state(layout).model_copy(update={"canary_weight": weight})
+                action: str = "set", shadow: int = 0) -> StackConfig:
+    """Every routing change ends here; any change but ``set_shadow``'s turns the mirror off."""
+    stack = load_state(layout).model_copy(
+        update={"canary_weight": weight, "canary_shadow_percent": shadow})
     if action == "set" and weight > 0:
-        state = probe(stack, "canary")
-        if not state["ready"]:
-            raise CanaryError(
-                f"the canary at {api_url(stack, 'canary')} is not ready ({state['error'] or 'not ready'}): "
-                "no traffic sent to it; `gourmetgram canary ship` a model first"
-            )
+        _require_ready(stack, "no traffic sent to it")
     apply_site(stack, layout, services)
     save_state(layout, stack)
     _record(layout, stack, action, reason)
@@ -457,7 +482,7 @@ def ship(model: Path | str, version: str, reason: str = "", layout: HostLayout |
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         _export_onnx(dest)
-        if stack.canary_weight:
+        if stack.canary_weight or stack.canary_shadow_percent:
             stack = _set_weight(0, f"ship {version}: canary drained first", layout, services,
                                 action="rollback")
         models = {**stack.models, "canary": stack.models["canary"].model_copy(
@@ -538,5 +563,5 @@ def initialise(stack: StackConfig, layout: HostLayout | None = None) -> None:
 __all__ = [
     "CanaryError", "Services", "SystemdServices", "StackDataError", "apply_site", "check_weight",
     "check_variant", "initialise", "load_state", "probe", "promote", "rollback", "set_weight",
-    "setup_logging", "ship", "status", "validate_site", "write_weight_metric",
+    "set_shadow", "setup_logging", "ship", "status", "validate_site", "write_weight_metric",
 ]

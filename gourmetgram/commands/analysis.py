@@ -176,7 +176,10 @@ def controller_lines() -> list[str]:
     if st.phase == rollout_state.IDLE:
         return ["controller: idle (starts a rollout when a canary is shipped, "
                 "or on `gourmetgram canary start`)"]
-    return [f"controller: {st.phase} ({st.cause}), {st.steps} steps, {st.failed} of "
+    stage = ""
+    if st.shadow_since and not st.shadow_done:
+        stage = f", shadow stage ({st.shadow_passed} of {s.shadow_intervals} analyses passed)"
+    return [f"controller: {st.phase} ({st.cause}){stage}, {st.steps} steps, {st.failed} of "
             f"{s.failed_checks_threshold} failed analyses, {st.analyses} analyses, at this "
             f"weight for {time.time() - st.weight_since():.0f} s of {s.progress_deadline_s:g} s"
             + (f"; rollback: {st.rollback_reason}" if st.rollback_reason else "")]

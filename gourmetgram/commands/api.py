@@ -34,6 +34,7 @@ OPTION_ENV = (
     ("drift_reference", "FOOD11_DRIFT_REFERENCE"),
     ("drift_bootstrap_samples", "FOOD11_DRIFT_BOOTSTRAP_SAMPLES"),
     ("state_dir", "FOOD11_STATE_DIR"),
+    ("shadow_dir", "FOOD11_SHADOW_DIR"),
 )
 
 
@@ -188,6 +189,8 @@ def register(sub) -> None:
         "(FOOD11_DRIFT_BOOTSTRAP_SAMPLES, default 200)",
     )
     s.add_argument("--state-dir", help="where the bootstrapped reference is kept (FOOD11_STATE_DIR)")
+    s.add_argument("--shadow-dir", help="log answers to requests with X-Shadow-Id here, for the "
+                   "canary's shadow stage (FOOD11_SHADOW_DIR; docs/analysis.md)")
     s.add_argument(
         "--allow-pickle",
         action="store_true",

@@ -43,6 +43,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         mode = "sticky (per client id)" if st["sticky"] else "per request"
         print(f"canary weight: {st['canary_weight']}% of /api/ traffic, split {mode}")
+        if st["shadow_percent"]:
+            print(f"shadow stage: {st['shadow_percent']}% of production's predictions mirrored "
+                  "to the canary (answers discarded)")
         for name, v in st["variants"].items():
             health = "ready" if v["ready"] else f"NOT READY ({v['error'] or 'not ready'})"
             served = v["served_version"] or "-"

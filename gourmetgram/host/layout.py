@@ -74,6 +74,14 @@ class HostLayout:
         return self.drift_root / variant
 
     @property
+    def shadow_root(self) -> Path:
+        """One folder per variant (FOOD11_SHADOW_DIR): its answers to mirrored requests."""
+        return self.state_dir / "shadow"
+
+    def shadow_dir(self, variant: str) -> Path:
+        return self.shadow_root / variant
+
+    @property
     def drift_images_dir(self) -> Path:
         """The deploy's copy of ``drift_reference_images`` (folder or unpacked archive)."""
         return self.state_dir / "drift-images"
@@ -107,7 +115,7 @@ class HostLayout:
         """Paths for the templates (all as strings), under the key ``layout``."""
         data = {k: str(v) for k, v in asdict(self).items()}
         for name in ("stack_json", "models_dir", "gourmetgram_bin", "canary_prom", "last_applied",
-                     "drift_root"):
+                     "drift_root", "shadow_root"):
             data[name] = str(getattr(self, name))
         return data
 

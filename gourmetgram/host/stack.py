@@ -47,6 +47,10 @@ class StackConfig(BaseModel):
     api_device: Literal["auto", "cpu", "cuda"]
     models: dict[str, ModelSpec]
     canary_weight: int = Field(ge=0, le=100)
+    # Percent of production's POST /api/predict requests Nginx mirrors to the canary
+    # (the controller's shadow stage, weight 0 only). Runtime state that the controller
+    # sets through gourmetgram.canary.routing, not an inventory key: a deploy renders 0.
+    canary_shadow_percent: int = Field(0, ge=0, le=100)
     sticky_canary: bool
     max_body_bytes: int = Field(ge=1024)
     prometheus_port: int = Port
@@ -122,6 +126,15 @@ class StackConfig(BaseModel):
         if set(v) != set(VARIANTS):
             raise ValueError(f"needs exactly the variants {list(VARIANTS)}, got {sorted(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _shadow_only_at_weight_zero(self) -> StackConfig:
+        if self.canary_shadow_percent and self.canary_weight:
+            raise ValueError(
+                f"canary_shadow_percent {self.canary_shadow_percent} with canary_weight "
+                f"{self.canary_weight}: requests are mirrored to the canary only while it "
+                "serves no users (weight 0)")
+        return self
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackConfig:

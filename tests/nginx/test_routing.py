@@ -85,7 +85,7 @@ def test_invalid_render_is_refused_and_live_config_untouched(stack, monkeypatch)
     assert canary.load_state(stack.layout).canary_weight == 10
     assert "\ncanary_weight 10\n" in stack.layout.canary_prom.read_text()
     assert requests.get(stack.status_url + "/gourmetgram-canary", timeout=5).text.strip() == (
-        "canary_weight=10 sticky=0")
+        "canary_weight=10 sticky=0 shadow=0")
 
 
 def test_failed_full_check_puts_previous_site_back(stack, monkeypatch):

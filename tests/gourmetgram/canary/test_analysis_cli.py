@@ -46,6 +46,18 @@ def state(tmp_path):
     ({"CANARY_ANALYSIS_PROMETHEUS_URL": "localhost:9090"}, [], "prometheus_url"),
     ({"CANARY_ANALYSIS_FAILED_CHECKS_THRESHOLD": "0"}, [], "failed_checks_threshold"),
     ({"CANARY_ANALYSIS_METRICS_PORT": "70000"}, [], "metrics_port"),
+    ({"CANARY_ANALYSIS_SHADOW_INTERVALS": "-1"}, [], "shadow_intervals"),
+    ({"CANARY_ANALYSIS_SHADOW_INTERVALS": "two"}, [], "shadow_intervals"),
+    ({"CANARY_ANALYSIS_SHADOW_INTERVALS": "101"}, [], "shadow_intervals"),
+    ({"CANARY_ANALYSIS_SHADOW_PERCENT": "0"}, [], "shadow_percent"),
+    ({"CANARY_ANALYSIS_SHADOW_PERCENT": "101"}, [], "shadow_percent"),
+    ({"CANARY_ANALYSIS_SHADOW_PERCENT": "12.5"}, [], "shadow_percent"),
+    ({"CANARY_ANALYSIS_SHADOW_MIN_AGREEMENT": "0"}, [], "shadow_min_agreement"),
+    ({"CANARY_ANALYSIS_SHADOW_MIN_AGREEMENT": "1.5"}, [], "shadow_min_agreement"),
+    ({"CANARY_ANALYSIS_SHADOW_MIN_AGREEMENT": "most"}, [], "shadow_min_agreement"),
+    ({"CANARY_ANALYSIS_SHADOW_MIN_REQUESTS": "0"}, [], "shadow_min_requests"),
+    ({"CANARY_ANALYSIS_CHECKS": "error_rate,shadow_agreement"}, [],
+     "shadow_agreement runs in the shadow stage only"),
 ])
 def test_bad_settings_are_refused_before_anything_changes(env, args, needle, state):
     r = cli("run", *args, env={"CANARY_ANALYSIS_STATE_DIR": str(state), **env})

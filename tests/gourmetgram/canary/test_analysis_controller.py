@@ -22,6 +22,7 @@ from gourmetgram.canary.rollout import (
     PAUSE,
     PROMOTE,
     ROLLBACK,
+    SHADOW,
     STOPPED,
     WAIT,
     AnalysisMetrics,
@@ -29,6 +30,7 @@ from gourmetgram.canary.rollout import (
     approve,
     request_start,
 )
+from gourmetgram.canary.shadow import ShadowWindow, join
 
 
 def window(n: int, errors: int = 0, confidence: float = 0.85, cls: str = "Bread") -> VariantWindow:
@@ -62,9 +64,18 @@ class Recorder:
     def weight(self) -> int:
         return self.w
 
+    def shadow(self) -> int:
+        return self.mirror
+
+    mirror = 0
+
+    def set_shadow(self, percent: int, reason: str) -> None:
+        self.calls.append(("set_shadow", percent))
+        self.mirror = percent
+
     def set_weight(self, weight: int, reason: str) -> None:
         self.calls.append(("set_weight", weight))
-        self.w = weight
+        self.w, self.mirror = weight, 0
 
     def promote(self, reason: str) -> None:
         self.calls.append(("promote",))
@@ -72,7 +83,7 @@ class Recorder:
 
     def rollback(self, reason: str) -> None:
         self.calls.append(("rollback",))
-        self.w = 0
+        self.w, self.mirror = 0, 0
 
 
 @pytest.fixture
@@ -80,8 +91,9 @@ def settings(tmp_path):
     # Fixed windows do not follow the weight, so the sample-ratio check (tested on its own
     # in test_analysis_availability.py) is left out here.
     checks = tuple(c for c in CHECKS if c != "sample_ratio")
+    # The shadow stage is off here: its own tests below turn it on.
     return AnalysisSettings(interval_s=0.01, state_dir=tmp_path / "state", failed_checks_threshold=2,
-                            metrics_port=0, checks=checks)
+                            metrics_port=0, checks=checks, shadow_intervals=0)
 
 
 def run(settings, reader, act, steps=50):
@@ -303,3 +315,128 @@ def test_always_on_controller_idles_then_rolls_out_a_shipped_canary(settings, tm
         t.join(10)
         m.close()
     assert not t.is_alive()
+
+
+class Pairs:
+    """A shadow reader handing out a fixed window of paired answers."""
+
+    def __init__(self, answered: int, agreed: int, mirrored: int | None = None):
+        self.window = pairs(answered, agreed, mirrored)
+        self.calls = 0
+
+    def read(self, now, window, since=0.0):
+        self.calls += 1
+        return self.window
+
+
+def pairs(answered: int, agreed: int, mirrored: int | None = None) -> ShadowWindow:
+    """Production says Bread or Soup; the canary agrees on the first ``agreed``."""
+    prod, can = {}, {}
+    for i in range(mirrored if mirrored is not None else answered):
+        rid = f"{i:032x}"
+        cls = "Bread" if i % 2 else "Soup"
+        prod[rid] = (100.0, cls, 0.9)
+        if i < answered:
+            can[rid] = (100.5, cls if i < agreed else "Egg", 0.8)
+    return join(prod, can, 0.0, 200.0)
+
+
+@pytest.fixture
+def shadow_settings(settings):
+    return settings.model_copy(update={"shadow_intervals": 2, "shadow_percent": 30,
+                                       "shadow_min_requests": 100})
+
+
+def test_shadow_stage_mirrors_then_steps_up_after_passing_analyses(shadow_settings):
+    act = Recorder()
+    c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
+                   shadow=Pairs(400, 392))
+    c.run(max_steps=4)
+    assert [d.action for d in c.history] == [SHADOW, SHADOW, ADVANCE, ADVANCE], show(c)
+    assert act.calls == [("set_shadow", 30), ("set_weight", 10), ("set_weight", 20)]
+    d = c.history[2]
+    assert "shadow stage passed (2 analyses)" in d.reason and d.weight_after == 10
+    checks = {ch.check: ch for ch in d.checks}
+    assert checks["shadow_agreement"].verdict == "pass"
+    assert checks["shadow_agreement"].canary == pytest.approx(0.98)
+    # Checks of what users see are not run while no user is on the canary.
+    assert not {"sample_ratio", "upstream_errors", "accuracy"} & set(checks)
+    assert c.state.shadow_done and c.state.steps == 2
+
+
+def test_disagreeing_canary_is_rolled_back_in_the_shadow_stage(shadow_settings):
+    act = Recorder()
+    c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
+                   shadow=Pairs(400, 40))
+    c.run(max_steps=6)
+    assert [d.action for d in c.history] == [SHADOW, HOLD, ROLLBACK], show(c)
+    assert act.calls == [("set_shadow", 30), ("rollback",)] and act.w == 0 and act.mirror == 0
+    fail = {ch.check: ch for ch in c.history[-1].checks}["shadow_agreement"]
+    assert fail.verdict == "fail" and fail.canary == pytest.approx(0.1)
+    assert "Soup: 180 of 200" in fail.reason and fail.details["disagreed_by_class"] == {
+        "Soup": 180, "Bread": 180}
+
+
+def test_shadow_stage_holds_on_too_few_pairs(shadow_settings):
+    act = Recorder()
+    c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
+                   shadow=Pairs(60, 0, mirrored=80))
+    c.run(max_steps=4)
+    assert [d.action for d in c.history] == [SHADOW, HOLD, HOLD, HOLD], show(c)
+    assert act.calls == [("set_shadow", 30)] and c.failed == 0
+    assert c.history[-1].reason == "inconclusive: shadow_agreement"
+    agreement = {ch.check: ch for ch in c.history[-1].checks}["shadow_agreement"]
+    assert "too few mirrored requests answered by both: 60 of 80 mirrored" in agreement.reason
+
+
+def test_agreement_just_under_the_threshold_is_not_a_failure(shadow_settings):
+    """Fail only when clearly below: 74 % of 200 against 75 % is noise."""
+    act = Recorder()
+    c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
+                   shadow=Pairs(200, 148))
+    c.run(max_steps=3)
+    assert [d.action for d in c.history] == [SHADOW, SHADOW, ADVANCE], show(c)
+
+
+def test_mirror_turned_off_outside_stops_the_shadow_stage(shadow_settings):
+    act, m = Recorder(), AnalysisMetrics()
+    c = Controller(shadow_settings, act, reader=Reader(window(400), window(4000)),
+                   shadow=Pairs(400, 400), metrics=m)
+    assert c.step().action == SHADOW and m.shadow_stage._value.get() == 1
+    act.mirror = 0  # a person ran `gourmetgram canary rollback`
+    assert c.step().action == STOPPED and c.finished
+    assert m.shadow_stage._value.get() == 0
+
+
+def test_shadow_stage_survives_a_restart(shadow_settings):
+    act = Recorder()
+    reader, shadow = Reader(window(400), window(4000)), Pairs(400, 400)
+    first = Controller(shadow_settings, act, reader=reader, shadow=shadow)
+    assert [first.step().action for _ in range(2)] == [SHADOW, SHADOW]
+    state = json.loads((shadow_settings.state_dir / "rollout.json").read_text())
+    assert state["shadow_since"] > 0 and state["shadow_passed"] == 1
+    second = Controller(shadow_settings, act, reader=reader, shadow=shadow)
+    assert second.step().action == ADVANCE and act.calls == [("set_shadow", 30), ("set_weight", 10)]
+
+
+def test_shadow_metrics(shadow_settings):
+    m = AnalysisMetrics()
+    port = m.serve("127.0.0.1", 0)
+    try:
+        c = Controller(shadow_settings, Recorder(), reader=Reader(window(400), window(4000)),
+                       shadow=Pairs(400, 40), metrics=m)
+        c.step()
+        c.step()
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        m.close()
+    assert "canary_shadow_stage 1.0" in text
+    assert "canary_shadow_agreement 0.1" in text
+    assert "canary_shadow_answered_requests 400.0" in text
+    assert 'canary_shadow_class_disagreements{class_name="Soup"} 180.0' in text
+    assert 'canary_shadow_class_pairs{class_name="Bread"} 200.0' in text
+    assert 'canary_analysis_check_verdict{check="shadow_agreement",verdict="fail"} 1.0' in text
+
+
+def show(c: Controller) -> str:
+    return "\n".join(d.line() for d in c.history)

@@ -133,7 +133,7 @@ def settings_for(prom: PrometheusServer, tmp_path, **kw) -> AnalysisSettings:
         error_rate_min_requests=12, latency_min_requests=12, confidence_min_requests=12,
         class_mix_min_requests=12, drift_min_requests=12, sample_ratio_min_requests=12,
         upstream_min_requests=12, latency_tolerance=1.0, latency_min_increase_s=0.5,
-        scrape_interval_s=1,
+        scrape_interval_s=1, shadow_intervals=0,
     )
     return AnalysisSettings(**(base | kw))
 

@@ -32,6 +32,7 @@ def renders() -> dict[str, str]:
         "gourmetgram-w0.conf": {},
         "gourmetgram-w10.conf": {"canary_weight": 10},
         "gourmetgram-w100.conf": {"canary_weight": 100},
+        "gourmetgram-w0-shadow20.conf": {"canary_shadow_percent": 20},
         "gourmetgram-sticky-w30.conf": {"canary_weight": 30, "sticky_canary": True},
         "gourmetgram-bind-10.0.0.5.conf": {"bind_address": "10.0.0.5", "canary_weight": 5},
     }.items():
@@ -64,6 +65,21 @@ def test_nginx_accepts_every_weight(weight, sticky, tmp_path):
     layout = host_layout({"GOURMETGRAM_NGINX_LOG_DIR": str(tmp_path)})
     text = render_site(load_stack({"canary_weight": weight, "sticky_canary": sticky}), layout)
     canary.validate_site(text, layout)
+
+
+@needs_nginx
+@pytest.mark.parametrize("percent", [1, 20, 99, 100])
+@pytest.mark.parametrize("sticky", [False, True])
+def test_nginx_accepts_every_shadow_percent(percent, sticky, tmp_path):
+    layout = host_layout({"GOURMETGRAM_NGINX_LOG_DIR": str(tmp_path)})
+    text = render_site(load_stack({"canary_shadow_percent": percent, "sticky_canary": sticky}), layout)
+    assert "mirror /_gourmetgram_shadow;" in text
+    canary.validate_site(text, layout)
+
+
+def test_no_mirror_without_shadow_and_a_clients_shadow_id_is_dropped():
+    text = render_site(load_stack(), HOST)
+    assert "mirror" not in text and 'proxy_set_header X-Shadow-Id "";' in text
 
 
 @needs_nginx
@@ -111,6 +127,10 @@ def test_layout_overrides_from_environment(tmp_path):
     ({"canary_weight": 101}, "canary_weight"),
     ({"api_device": "tpu"}, "api_device"),
     ({"canary_weight": -1}, "canary_weight"),
+    ({"canary_shadow_percent": 101}, "canary_shadow_percent"),
+    ({"canary_shadow_percent": -5}, "canary_shadow_percent"),
+    ({"canary_shadow_percent": "half"}, "canary_shadow_percent"),
+    ({"canary_shadow_percent": 10, "canary_weight": 10}, "only while it serves no users"),
     ({"models": {"production": {"path": "", "version": "a b"}, "canary": {}}}, "models.production.version"),
     ({"models": {"production": {}, "blue": {}}}, "models"),
 ])
