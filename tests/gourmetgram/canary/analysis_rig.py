@@ -196,3 +196,36 @@ class CrashLoop:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(90)
+
+
+class ControllerRig:
+    """What the controller reads on a test stack: the CanaryStack (tests/canary_stack.py),
+    mtail on its Nginx access log, and Prometheus scraping both API instances and mtail
+    every second (plus ``jobs``); started in that order, stopped in reverse, also when
+    a start fails half-way."""
+
+    def __init__(self, tmp: Path, stack, jobs: dict[str, str] | None = None):
+        self.tmp = tmp
+        self.stack = stack
+        self.jobs = jobs or {}
+        self.mtail: Mtail | None = None
+        self.prom: PrometheusServer | None = None
+
+    def start(self) -> ControllerRig:
+        try:
+            self.stack.start()
+            self.mtail = Mtail(self.tmp, self.stack.layout.nginx_log_dir / "gourmetgram-access.log")
+            ports = self.stack.stack.api_ports
+            self.prom = PrometheusServer(self.tmp, {v: f"127.0.0.1:{p}" for v, p in ports.items()},
+                                         jobs={"mtail": self.mtail.addr, **self.jobs})
+            self.prom.start()
+            self.prom.wait_for_series('up{job=~"food11|mtail"} == 1', 3)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.prom, self.mtail, self.stack):
+            if part is not None:
+                part.stop()
