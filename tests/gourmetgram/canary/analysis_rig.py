@@ -110,6 +110,13 @@ class Traffic:
 
     def _loop(self, k: int) -> None:
         s = requests.Session()
+        # One connection per request (as count_variants in tests/canary_stack.py): every
+        # weight change reloads Nginx, and a keep-alive connection that an old worker
+        # closes while the next POST is on its way fails with RemoteDisconnected, a race
+        # of HTTP keep-alive that the web app's API client retries (app_web/api_client.py)
+        # and no routing failure; on the loaded 2-core machine it failed these tests now
+        # and then. The stack's own zero-downtime test (Load) keeps its keep-alive clients.
+        s.headers["Connection"] = "close"
         pick = random.Random(k)
         deadline = time.monotonic() + 600  # bounded even if a test forgets to stop it
         while not self.stop_event.is_set() and time.monotonic() < deadline:
