@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv deps test test-fast lint bench up down clean
+.PHONY: venv deps test test-fast lint bench bench-rollouts up down clean
 
 # The local default target: a Debian 12 systemd container on 127.0.0.2 (docs/deploy.md).
 up: deps venv
@@ -48,6 +48,11 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/bench_api.py $(BENCH_ARGS)
+
+# The canary controller's scorecard on the real stack (docs/analysis.md, about 30 min):
+# e.g. make bench-rollouts BENCH_ARGS="--kinds good,hang --runs-good 2 --runs-bad 1".
+bench-rollouts: venv
+	$(BIN)/python bench/bench_rollouts.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -112,8 +112,13 @@ class LocalServices:
 
 
 class CanaryStack:
-    def __init__(self, root: Path, model: Path, **overrides):
+    """``canary_server(root, model, port, version)``, when set, makes the canary's API
+    instance (a bad canary, tests/canary_faults.py) instead of a plain ApiServer; it is
+    read at every (re)start, so it can change between ships."""
+
+    def __init__(self, root: Path, model: Path, canary_server=None, **overrides):
         self.root = root
+        self.canary_server = canary_server
         self.layout = make_layout(root)
         self.stack = stack_data(model, **overrides)
         self.apis: dict[str, ApiServer] = {}
@@ -137,6 +142,9 @@ class CanaryStack:
 
     def _api(self, variant: str) -> ApiServer:
         env = read_env(self.layout.env_file(variant))
+        if variant == "canary" and self.canary_server is not None:
+            return self.canary_server(self.root, Path(env["FOOD11_MODEL"]), int(env["FOOD11_PORT"]),
+                                      env["FOOD11_MODEL_VERSION"])
         return ApiServer(self.root, Path(env["FOOD11_MODEL"]), variant=variant, workers=1,
                          port=int(env["FOOD11_PORT"]),
                          extra_args=["--model-version", env["FOOD11_MODEL_VERSION"]],

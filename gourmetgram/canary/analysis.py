@@ -411,7 +411,10 @@ def class_mix_check(canary: VariantWindow, production: VariantWindow, *, alpha: 
 def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: float,
                 min_requests: int, min_increase: float) -> CheckResult:
     """Drift events per checked sample, canary vs production: one-sided Fisher exact
-    test like the error rate. Skipped when neither variant exports drift metrics."""
+    test like the error rate. Skipped when neither variant exports drift metrics, and
+    while a variant's detector tests (almost) none of its requests: a freshly started
+    instance bootstraps its reference from its own first predictions (docs/drift.md),
+    so there is nothing to compare yet, which is no reason to hold the rollout."""
     name = "drift"
     if canary.drift_events is None and production.drift_events is None:
         return CheckResult(name, SKIPPED, "drift detection not enabled on either variant")
@@ -421,6 +424,10 @@ def drift_check(canary: VariantWindow, production: VariantWindow, *, alpha: floa
     pn = production.drift_samples if production.drift_samples is not None else production.requests
     if _bad(ce, pe, cn, pn):
         return CheckResult(name, INCONCLUSIVE, "no data (missing or NaN drift counts)")
+    for who, w, tested in (("canary", canary, cn), ("production", production, pn)):
+        if w.drift_samples is not None and tested < min_requests <= w.requests:
+            return CheckResult(name, SKIPPED, f"{who}'s drift detector tested {tested:.0f} of "
+                               f"its {w.requests:.0f} requests: still bootstrapping its reference")
     short = _too_few(name, cn, pn, min_requests)
     if short:
         return short

@@ -39,8 +39,15 @@ from gourmetgram.canary.rollout import (
     request_start,
 )
 from gourmetgram.commands.analysis import upstreams_of
+from tests.canary_faults import random_weights_model
 from tests.canary_stack import CanaryStack
-from tests.gourmetgram.canary.analysis_rig import CrashLoop, Mtail, PrometheusServer, Traffic, image_pool
+from tests.gourmetgram.canary.analysis_rig import (
+    ControllerRig,
+    CrashLoop,
+    PrometheusServer,
+    Traffic,
+    image_pool,
+)
 from tests.procs import Proc, child_env, free_port
 
 pytestmark = pytest.mark.slow
@@ -68,11 +75,6 @@ def models(tmp_path_factory, demo_model) -> dict[str, Path]:
     failing on near-white inputs."""
     tmp = tmp_path_factory.mktemp("models")
     from app_api.demo_model import build_architecture
-    from app_api.model import build_mobilenet_v2
-
-    torch.manual_seed(0)
-    random_model = tmp / "random-mobilenet-v2.pth"
-    torch.save(build_mobilenet_v2().state_dict(), random_model)
 
     archive = torch.load(demo_model, map_location="cpu", weights_only=True)
     net = build_architecture(archive.get("meta", {}))
@@ -80,14 +82,15 @@ def models(tmp_path_factory, demo_model) -> dict[str, Path]:
     traced = torch.jit.trace(net.eval(), torch.zeros(1, 3, 224, 224))
     faulty_model = tmp / "faulty.pt"
     torch.jit.script(Faulty(traced, 1.2)).save(str(faulty_model))
-    return {"good": demo_model, "random": random_model, "faulty": faulty_model}
+    return {"good": demo_model, "random": random_weights_model(tmp / "random-mobilenet-v2.pth"),
+            "faulty": faulty_model}
 
 
 @pytest.fixture
 def rig(tmp_path, models):
     """``rig(canary_name)`` -> (stack, prometheus, actuator): the canary stack of
     tests/canary_stack.py (real APIs, the product's Nginx site, the routing library)
-    with that canary model, and Prometheus scraping both APIs; stopped at teardown."""
+    with that canary model, mtail, and Prometheus scraping both APIs; stopped at teardown."""
     started = []
 
     def make(canary: str, jobs: dict[str, str] | None = None, **overrides):
@@ -95,17 +98,10 @@ def rig(tmp_path, models):
                            "canary": {"path": str(models[canary]), "version": f"{canary}-2"}},
                 "scrape_interval": "1s", **overrides}
         stack = CanaryStack(tmp_path / "stack", models["good"], **data)
-        started.append(stack)
-        stack.start()
-        mtail = Mtail(tmp_path, stack.layout.nginx_log_dir / "gourmetgram-access.log")
-        started.append(mtail)
-        ports = stack.stack.api_ports
-        prom = PrometheusServer(tmp_path, {v: f"127.0.0.1:{p}" for v, p in ports.items()},
-                                jobs={"mtail": mtail.addr, **(jobs or {})})
-        started.append(prom)
-        prom.start()
-        prom.wait_for_series('up{job=~"food11|mtail"} == 1', 3)
-        return stack, prom, CanaryLibraryActuator(layout=stack.layout, services=stack.services)
+        rig = ControllerRig(tmp_path, stack, jobs)
+        started.append(rig)
+        rig.start()
+        return stack, rig.prom, CanaryLibraryActuator(layout=stack.layout, services=stack.services)
 
     yield make
     for p in reversed(started):

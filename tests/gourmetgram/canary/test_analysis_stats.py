@@ -285,6 +285,24 @@ def test_drift_rules():
     assert half.verdict == PASS
 
 
+
+@pytest.mark.parametrize("bootstrapping", ["canary", "production"])
+def test_drift_is_skipped_while_a_detector_bootstraps_its_reference(bootstrapping):
+    """A fresh instance answers requests but tests no drift samples until its reference
+    is built from its first predictions: nothing to compare, so no hold."""
+    kw = dict(alpha=ALPHA, min_requests=100, min_increase=0.05)
+    armed = VariantWindow(requests=500, drift_events=5, drift_samples=500)
+    fresh = VariantWindow(requests=500, drift_events=0, drift_samples=99)
+    pair = (fresh, armed) if bootstrapping == "canary" else (armed, fresh)
+    r = drift_check(*pair, **kw)
+    assert r.verdict == SKIPPED and r.reason.startswith(f"{bootstrapping}'s drift detector"), r
+    # At 100 tested samples it is judged again; below 100 requests it is low traffic.
+    tested = VariantWindow(requests=500, drift_events=0, drift_samples=100)
+    assert drift_check(tested, armed, **kw).verdict == PASS
+    quiet = VariantWindow(requests=99, drift_events=0, drift_samples=0)
+    assert drift_check(quiet, armed, **kw).verdict == INCONCLUSIVE
+
+
 def test_judge_runs_only_enabled_checks():
     s = AnalysisSettings(checks=("error_rate", "drift"), state_dir="/nonexistent")
     results = judge(VariantWindow(requests=500), VariantWindow(requests=500), s)
