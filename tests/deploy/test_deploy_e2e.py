@@ -20,11 +20,9 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
@@ -33,6 +31,15 @@ from gourmetgram.host.layout import HostLayout
 from gourmetgram.monitoring.dashboards import DASHBOARDS
 from grafana.tasks import REPOSITORY
 from tests.dashboard_queries import LAB_DRIFT_QUERIES, dashboard_queries, grafana_variables
+from tests.deploy.traffic import (
+    BackgroundLoad,
+    WebTrickle,
+    drained_drift_counts,
+    drifted_images,
+    food_photos,
+    poisson_upper,
+    run_load,
+)
 from tests.procs import REPO_ROOT, child_env
 
 pytestmark = pytest.mark.e2e
@@ -329,88 +336,12 @@ LOAD_RATE = 6
 IN_FLIGHT = "4"
 
 
-def food_photos(folder: Path, n: int, seed: int = 0) -> Path:
-    """Random crops (flipped, brightness changed) of the shared food photos, as JPEGs."""
-    from PIL import Image, ImageEnhance
-
-    from tests.images import LARGE_PHOTO, SMALL_PHOTO, photo_bytes
-
-    sources = [Image.open(io.BytesIO(photo_bytes(large))).convert("RGB")
-               for large in (False, True) if (LARGE_PHOTO if large else SMALL_PHOTO).exists()]
-    sources = sources or [Image.open(io.BytesIO(photo_bytes())).convert("RGB")]
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        im = sources[i % len(sources)]
-        w, h = im.size
-        side = rng.uniform(0.45, 1.0)
-        cw, ch = int(w * side), int(h * side * rng.uniform(0.8, 1.0))
-        x, y = int(rng.uniform(0, w - cw)), int(rng.uniform(0, h - ch))
-        crop = im.crop((x, y, x + cw, y + ch)).resize((320, 240))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.85, 1.15))
-        crop.save(folder / f"{i:04d}.jpg", "JPEG", quality=int(rng.integers(80, 95)))
-    return folder
-
-
-def drifted_images(folder: Path, n: int, seed: int = 1) -> Path:
-    """Not photos at all: uniform pixel noise and solid colours, half each."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        if i % 2:
-            im = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), "RGB")
-        else:
-            im = Image.new("RGB", (320, 240), tuple(int(c) for c in rng.integers(0, 256, 3)))
-        im.save(folder / f"{i:04d}.jpg", "JPEG", quality=90)
-    return folder
-
-
-def load(runs: list[list[str]], timeout: float = 300) -> list[str]:
-    """Runs `gourmetgram load ...` from the controller, several at once; each must exit 0.
-    Every process is stopped, also when one fails or the time runs out."""
-    procs = [subprocess.Popen([sys.executable, "-m", "gourmetgram", "load", *argv, "--quiet",
-                               "--max-in-flight", IN_FLIGHT, "--max-duration", str(int(timeout))],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=child_env(), cwd=REPO_ROOT) for argv in runs]
-    try:
-        outs = [p.communicate(timeout=timeout + 30)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for argv, p, out in zip(runs, procs, outs, strict=True):
-        assert p.returncode == 0, f"gourmetgram load {' '.join(argv)}: exit {p.returncode}\n{out}"
-    return outs
-
-
 def drift_of(port: int) -> dict:
     return requests.get(f"http://{ADDRESS}:{port}/model", timeout=10).json()["drift"]
 
 
 def drift_counts(port: int) -> tuple[float, float]:
-    """(drift events, samples tested) of one instance, summed over its series, once its
-    drift queue has drained (two equal reads a second apart)."""
-    def read() -> tuple[float, float]:
-        text = requests.get(f"http://{ADDRESS}:{port}/metrics", timeout=10).text
-        sums = {"drift_events_total": 0.0, "drift_samples_total": 0.0}
-        for line in text.splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in sums:
-                sums[name] += float(line.rsplit(" ", 1)[1])
-        return sums["drift_events_total"], sums["drift_samples_total"]
-    last = read()
-    for _ in range(30):
-        time.sleep(1)
-        now = read()
-        if now == last:
-            return now
-        last = now
-    return last
+    return drained_drift_counts(f"http://{ADDRESS}:{port}")
 
 
 def prom_query(machine, expr: str) -> dict:
@@ -425,17 +356,6 @@ def prom_wait(machine, expr: str, timeout: float = 90) -> list:
         assert body["status"] == "success", f"{expr}: {body.get('error')}"
         return body["data"]["result"]
     return wait_for(f"Prometheus has {expr}", ready, timeout=timeout)
-
-
-def poisson_upper(mean: float, p: float = 1e-4) -> int:
-    """The smallest k with P(X > k) < p for X ~ Poisson(mean)."""
-    k, term = 0, math.exp(-mean)
-    cdf = term
-    while 1 - cdf >= p:
-        k += 1
-        term *= mean / k
-        cdf += term
-    return k
 
 
 @pytest.fixture(scope="module")
@@ -460,9 +380,9 @@ def traffic(host, tmp_path_factory):
                  if d["state"] == "bootstrapping"}
         if not short:
             break
-        load([["images", str(photos), "--loop", "--url", front if v == "production" else canary,
+        run_load([["images", str(photos), "--loop", "--url", front if v == "production" else canary,
                "--rate", str(LOAD_RATE), "--requests", str(need + 10), "--seed", str(attempt)]
-              for v, need in short.items()])
+              for v, need in short.items()], in_flight=IN_FLIGHT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(
                 drift_of(ports[v])["state"] == "armed" for v in short):
@@ -471,13 +391,13 @@ def traffic(host, tmp_path_factory):
                "bootstrap_samples": {v: d.get("bootstrap_samples") for v, d in first.items()}}
     before = {v: drift_counts(p) for v, p in ports.items()}
     start = time.monotonic()
-    outs = load([
+    outs = run_load([
         ["images", str(photos), "--loop", "--url", front, "--rate", str(LOAD_RATE),
          "--requests", str(HEALTHY_REQUESTS), "--seed", "10"],
         ["images", str(noise), "--loop", "--url", canary, "--rate", str(LOAD_RATE // 2),
          "--requests", str(DRIFTED_REQUESTS), "--seed", "11"],
         ["errors", "--url", front, "--rate", "4", "--step", "2", "--seed", "12"],
-    ], timeout=180)
+    ], timeout=180, in_flight=IN_FLIGHT)
     figures["load"] = [" ".join(ln.split()) for out in outs for ln in out.splitlines()
                        if ln.strip().startswith(("requests", "throughput", "status"))]
     figures["streams_s"] = round(time.monotonic() - start, 1)
@@ -579,10 +499,11 @@ def test_flag_and_operator_label_show_on_the_targets_prometheus(host, feedback):
 
 def installed_dashboards(machine) -> dict[str, dict]:
     """The dashboards the deploy put in Grafana's provisioning folder on the host, by uid."""
-    folder = HostLayout().grafana_dashboards_dir
-    text = sh(machine, "/opt/gourmetgram/venv/bin/python -c 'import json, pathlib, sys; "
+    layout = HostLayout()
+    text = sh(machine, f"{layout.venv_dir}/bin/python -c 'import json, pathlib, sys; "
                        "json.dump([json.loads(p.read_text()) for p in "
-                       f"sorted(pathlib.Path(sys.argv[1]).rglob(\"*.json\"))], sys.stdout)' {folder}")
+                       f"sorted(pathlib.Path(sys.argv[1]).rglob(\"*.json\"))], sys.stdout)' "
+                       f"{layout.grafana_dashboards_dir}")
     return {d["uid"]: d for d in json.loads(text)}
 
 
@@ -606,34 +527,15 @@ EMPTY_ON_THE_TARGET = {
 }
 
 
-class WebTrickle:
-    """A page view and an upload every 2 s through Nginx, while the queries run."""
-
-    def __init__(self, front: str, photo: bytes):
-        self.front, self.photo = front, photo
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                requests.get(self.front + "/", timeout=10)
-                requests.post(self.front + "/predict", timeout=30,
-                              files={"file": ("dish.jpg", self.photo, "image/jpeg")})
-            except requests.RequestException:
-                pass
-            self.stop.wait(2)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(40)
+def instant_values(body: dict, ident: str, expr: str) -> list[float]:
+    assert body["status"] == "success", f"{ident}: {expr}\n{body.get('error')}"
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return [float(data["result"][1])]
+    return [float(r["value"][1]) for r in data["result"]]
 
 
-def test_every_dashboard_query_returns_data(host, traffic, feedback, tmp_path):
+def test_every_dashboard_query_returns_data(host, traffic, feedback):
     """Every query of every dashboard the deploy installed, and the lab's drift queries,
     on the target's Prometheus while a trickle of photos goes on (a dashboard watched
     live): each returns data with a finite value, except the reasoned few above."""
@@ -646,41 +548,24 @@ def test_every_dashboard_query_returns_data(host, traffic, feedback, tmp_path):
     queries += list(LAB_DRIFT_QUERIES.items())
     assert len(queries) >= 80, len(queries)
     assert set(EMPTY_ON_THE_TARGET) <= {i for i, _ in queries}, "a listed query is gone"
-    photos = traffic["photos"]
-    trickle = [["images", photos, "--loop", "--url", url, "--rate", "2", "--duration", "150",
-                "--max-in-flight", "2", "--seed", str(i)] for i, url in enumerate((feedback["front"],
-                                                           f"http://{ADDRESS}:{s['api_ports']['canary']}"))]
-    procs = [subprocess.Popen([sys.executable, "-m", "gourmetgram", "load", *argv, "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=child_env(), cwd=REPO_ROOT) for argv in trickle]
-    try:
-        with WebTrickle(feedback["front"], feedback["photo"]):
-            time.sleep(35)  # two scrapes of the trickle
+    canary = f"http://{ADDRESS}:{s['api_ports']['canary']}"
+    trickle = [["images", traffic["photos"], "--loop", "--url", url, "--rate", "2", "--duration",
+                "150", "--max-in-flight", "2", "--seed", str(i)]
+               for i, url in enumerate((feedback["front"], canary))]
+    with BackgroundLoad(trickle), WebTrickle(feedback["front"], feedback["photo"]):
+        time.sleep(35)  # two scrapes of the trickle
+        deadline = time.monotonic() + 60
+        pending = dict(queries)
+        while True:
             failing = {}
-            deadline = time.monotonic() + 60
-            pending = dict(queries)
-            while pending and time.monotonic() < deadline:
-                failing = {}
-                for ident, expr in pending.items():
-                    body = prom_query(machine, expr)
-                    assert body["status"] == "success", f"{ident}: {expr}\n{body.get('error')}"
-                    values = [float(r["value"][1]) for r in body["data"]["result"]]
-                    if not any(math.isfinite(v) for v in values):
-                        failing[ident] = f"{expr} -> {values or 'no data'}"
-                pending = {i: e for i, e in pending.items() if i in failing}
-                if pending and not set(pending) <= set(EMPTY_ON_THE_TARGET):
-                    time.sleep(10)
-                else:
-                    break
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            for ident, expr in pending.items():
+                values = instant_values(prom_query(machine, expr), ident, expr)
+                if not any(math.isfinite(v) for v in values):
+                    failing[ident] = f"{expr} -> {values or 'no data'}"
+            pending = {i: e for i, e in pending.items() if i in failing}
+            if set(pending) <= set(EMPTY_ON_THE_TARGET) or time.monotonic() > deadline:
+                break
+            time.sleep(10)
     results["dashboard_queries"] = {"checked": len(queries), "empty_allowed": sorted(
         set(failing) & set(EMPTY_ON_THE_TARGET))}
     unexpected = {i: why for i, why in failing.items() if i not in EMPTY_ON_THE_TARGET}
@@ -824,7 +709,7 @@ def test_acknowledged_feedback_survives_the_reboot(host, feedback):
                          timeout=30)
     assert photo.status_code == 200 and photo.content == feedback["photo"]
     sha = feedback["sha256"]
-    on_disk = sh(machine, f"sha256sum /var/lib/gourmetgram/feedback/photos/{sha[:2]}/{sha}.*")
+    on_disk = sh(machine, f"sha256sum {HostLayout().state_dir}/feedback/photos/{sha[:2]}/{sha}.*")
     assert on_disk.split()[0] == sha, on_disk
     sel = f'job="web", variant="{feedback["variant"]}", model_version="{feedback["version"]}"'
     booted = int(sh(machine, 'date -d "$(systemctl show -p ExecMainStartTimestamp --value '
