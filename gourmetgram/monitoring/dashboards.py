@@ -469,12 +469,17 @@ def feedback_dashboard() -> Dashboard:
             P("Answers per hour by kind",
               [T(f"sum by ({by}, kind) (increase(feedback_total{{{web}}}[1h]))",
                  "{{variant}} {{model_version}} {{kind}}")], w=12),
-            P("Share of answers saying wrong (selected range)",
-              [T(f'sum by ({by}) (increase(feedback_total{{{web}, kind="wrong"}}[$__range])) / '
-                 f"sum by ({by}) (increase(feedback_total{{{web}}}[$__range]))", legend,
+            # The store's totals, not increase() over the range: the web app reads them
+            # from the store (they never reset), and the answer that creates a series
+            # (a version's first "wrong") is one increase() cannot see: 0 / 0 then.
+            P("Share of answers saying wrong (all answers kept)",
+              [T(f'(sum by ({by}) (feedback_total{{{web}, kind="wrong"}}) or '
+                 f"0 * sum by ({by}) (feedback_total{{{web}}})) / "
+                 f"sum by ({by}) (feedback_total{{{web}}})", legend,
                  instant=True)], kind="bargauge", unit="percentunit", w=12,
-              description="Self-selected: people answer more often when the answer is wrong; "
-                          "not an accuracy."),
+              description="Of all answers people gave per variant and version (the feedback "
+                          "store's totals). Self-selected: people answer more often when the "
+                          "answer is wrong; not an accuracy."),
             P("Photos kept by queue",
               [T(f"sum by (queue) (feedback_kept_total{{{web}}})", "{{queue}}")], w=8),
             P("Photos labelled by queue",

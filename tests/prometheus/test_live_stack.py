@@ -22,6 +22,7 @@ import yaml
 from gourmetgram.host.render import REPO_ROOT
 from gourmetgram.host.stack import load_stack
 from gourmetgram.monitoring import config as monitoring
+from tests.dashboard_queries import dashboard_queries, grafana_variables
 from tests.monitoring_stack import TEST_THRESHOLDS, MonitoringStack
 
 # Metrics this test stack cannot produce, each with the reason. An expression may come
@@ -38,8 +39,8 @@ NOT_PRODUCED_HERE = {
 # return data (its selectors and joins match).
 SILENT_WHEN_HEALTHY = {"ApiInstanceDown", "TargetDown", "ServiceUnitFailed", "DriftDetected",
                        "HighServerErrorRate", "CanaryErrorRateHigher", "CanaryControllerDown"}
-# Grafana's variables, replaced as Grafana would for a 5-minute dashboard range.
-GRAFANA_VARS = {"$__range": "5m", "$__rate_interval": "1m", "$__interval": "1s"}
+# Grafana's variables, replaced as Grafana would for a 5-minute dashboard range (1 s scrapes).
+GRAFANA_VARS = grafana_variables("5m", scrape="1s")
 # A comparison operator outside label matchers and strings (with its `bool` modifier).
 COMPARISON = re.compile(r'("(?:[^"\\]|\\.)*"|\{[^}]*\})|(==|!=|>=|<=|>|<)(\s+bool\b)?')
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -68,20 +69,8 @@ def rule_expressions() -> list[tuple[str, str, str | None]]:
 
 def panel_expressions() -> list[tuple[str, str]]:
     out = []
-
-    def walk(dash: str, panels: list[dict]):
-        for p in panels:
-            walk(dash, p.get("panels", []))
-            for t in p.get("targets", []):
-                if t.get("expr"):
-                    out.append((f"{dash}:{p['title']}:{t['refId']}", _grafana_vars(t["expr"])))
-
     for path in sorted((REPO_ROOT / "grafana" / "dashboards").rglob("*.json")):
-        dash = json.loads(path.read_text())
-        walk(path.stem, dash["panels"])
-        for a in dash["annotations"]["list"]:
-            if a.get("expr"):
-                out.append((f"{path.stem}:annotation:{a['name']}", _grafana_vars(a["expr"])))
+        out += dashboard_queries(path.stem, json.loads(path.read_text()), GRAFANA_VARS)
     return out
 
 
@@ -96,12 +85,6 @@ def test_signal_of_keeps_matchers_and_strings():
         "(a + on () group_left () (b * 2)) and on () (c + 5)")
     assert signal_of('label_replace(a, "d", "$1", "s", "(.*)<x")') == (
         'label_replace(a, "d", "$1", "s", "(.*)<x")')
-
-
-def _grafana_vars(expr: str) -> str:
-    for var, value in GRAFANA_VARS.items():
-        expr = expr.replace(var, value)
-    return expr
 
 
 RULES = rule_expressions()
