@@ -29,7 +29,8 @@ def test_change_goes_to_syslog_history_and_metric(tmp_path, monkeypatch):
         for h in logger.handlers:
             h.close()
         sock.close()
-    assert "gourmetgram-canary: canary set: weight=15% shadow=0% production=v1 canary=v2 reason=because" in message
+    assert ("gourmetgram-canary: canary set: weight=15% shadow=0% production=v1 canary=v2 "
+            "reason=because") in message
     entry = json.loads(layout.history_file.read_text())
     assert entry["action"] == "set" and entry["canary_weight"] == 15 and entry["reason"] == "because"
     lines = layout.canary_prom.read_text().splitlines()
