@@ -237,6 +237,9 @@ class Scorecard:
             error_rate_min_requests=n, latency_min_requests=n, confidence_min_requests=n,
             class_mix_min_requests=n, drift_min_requests=n, sample_ratio_min_requests=n,
             upstream_min_requests=n,
+            # The scorecard judges the weighted steps; the shadow stage has its own tests
+            # (tests/gourmetgram/canary/test_shadow_stage.py) and bench (bench_shadow.py).
+            shadow_intervals=0,
         )
 
     # -- one rollout --------------------------------------------------------------------
