@@ -170,16 +170,23 @@ def test_manual_weight_zero_stops_the_controller(settings):
     assert act.calls == [("set_weight", 30)]
 
 
-def test_metrics_endpoint_reports_decisions(settings):
+def served_metrics(make_controller, steps: int = 1) -> str:
+    """The controller's /metrics page, scraped over HTTP after ``steps`` decisions."""
     m = AnalysisMetrics()
     port = m.serve("127.0.0.1", 0)
     try:
-        act = Recorder(weight=10)
-        c = Controller(settings, act, reader=Reader(window(400, errors=80), window(4000)), metrics=m)
-        c.step()
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        c = make_controller(m)
+        for _ in range(steps):
+            c.step()
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         m.close()
+
+
+def test_metrics_endpoint_reports_decisions(settings):
+    text = served_metrics(lambda m: Controller(
+        settings, Recorder(weight=10), reader=Reader(window(400, errors=80), window(4000)),
+        metrics=m))
     assert 'canary_analysis_last_decision{decision="hold"} 1.0' in text
     assert 'canary_analysis_check_verdict{check="error_rate",verdict="fail"} 1.0' in text
     assert 'canary_analysis_check_verdict{check="latency",verdict="pass"} 1.0' in text
@@ -420,16 +427,9 @@ def test_shadow_stage_survives_a_restart(shadow_settings):
 
 
 def test_shadow_metrics(shadow_settings):
-    m = AnalysisMetrics()
-    port = m.serve("127.0.0.1", 0)
-    try:
-        c = Controller(shadow_settings, Recorder(), reader=Reader(window(400), window(4000)),
-                       shadow=Pairs(400, 40), metrics=m)
-        c.step()
-        c.step()
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    finally:
-        m.close()
+    text = served_metrics(lambda m: Controller(
+        shadow_settings, Recorder(), reader=Reader(window(400), window(4000)),
+        shadow=Pairs(400, 40), metrics=m), steps=2)
     assert "canary_shadow_stage 1.0" in text
     assert "canary_shadow_agreement 0.1" in text
     assert "canary_shadow_answered_requests 400.0" in text
