@@ -80,7 +80,7 @@ KINDS = {k.name: k for k in (
     Kind("errors", f"HTTP 500 on about 1 input in {ERRORS_ONE_IN}", fault=f"errors:{ERRORS_ONE_IN}"),
     Kind("slow-50ms", "every /predict 50 ms slower", fault=f"slow:{SLOW_S}"),
     Kind("random-weights", "MobileNetV2 with random weights (the wrong model)", model="random"),
-    Kind("class-shift", "demo model with Dessert's logits +7.4 (about a quarter of answers move there)",
+    Kind("class-shift", "demo model with Dessert's logits raised so a quarter of the photos move there",
          model="class-shift"),
     Kind("bgr-channels", "demo model fed BGR instead of RGB (first conv's channels reversed)",
          model="bgr"),
@@ -94,7 +94,7 @@ def build_models(out: Path) -> dict[str, Path]:
     return {
         "good": demo,
         "random": canary_faults.random_weights_model(out / "random.pth"),
-        "class-shift": canary_faults.class_shift_model(demo, out / "class-shift.pt"),
+        "class-shift": canary_faults.class_shift_model(demo, out / "class-shift.pt", photo_pool()),
         "bgr": canary_faults.swapped_channels_model(demo, out / "bgr.pt"),
     }
 

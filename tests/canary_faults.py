@@ -68,17 +68,32 @@ def swapped_channels_model(demo_model: Path, out: Path) -> Path:
     return _save_demo(out, net, archive, "bgr-bug")
 
 
-def class_shift_model(demo_model: Path, out: Path, class_name: str = "Dessert",
-                      logit_shift: float = 7.4) -> Path:
-    """The demo model with ``logit_shift`` added to the logits of ``class_name``'s
-    ImageNet rows: a share of the predictions moves to that class (7.4 moves about a
-    quarter of the bench's photo crops to Dessert, whose logits are 7-8 below the top class on most)."""
-    from app_api.classes import FOOD11_CLASSES
+def class_shift_model(demo_model: Path, out: Path, photos: list[bytes], share: float = 0.25,
+                      class_name: str = "Dessert") -> Path:
+    """The demo model with ``class_name``'s logits raised just enough that ``share`` of
+    ``photos`` (the traffic it will see) moves to that class: a shifted class mix of a
+    known size whatever the photos are (the shared food photos, or the synthetic ones
+    where a clone has none). The head pools its ImageNet rows by log-sum-exp, so adding
+    s to the class's rows adds s to its logit; a photo moves when s exceeds the gap
+    between its top logit and the class's (the log of their probabilities' ratio)."""
+    import numpy as np
 
+    from app_api.classes import FOOD11_CLASSES
+    from app_api.model import load_model
+    from app_api.preprocess import image_from_bytes
+
+    target = FOOD11_CLASSES.index(class_name)
+    demo = load_model(demo_model, device="cpu")
+    pp = demo.info.preprocessing
+    probs, _ = demo.infer(np.stack([image_from_bytes(b, pp, 10**8) for b in photos]))
+    others = np.delete(probs, target, axis=1).max(axis=1)
+    gaps = np.sort(np.log(others) - np.log(probs[:, target]))
+    k = max(1, min(len(gaps) - 1, round(share * len(gaps))))
+    shift = float((gaps[k - 1] + gaps[k]) / 2)
     net, archive = _demo_net(demo_model)
-    rows = net.head.group_of_row == FOOD11_CLASSES.index(class_name)
+    rows = net.head.group_of_row == target
     with torch.no_grad():
-        net.head.linear.bias[rows] += logit_shift
+        net.head.linear.bias[rows] += shift
     return _save_demo(out, net, archive, "class-shift")
 
 
