@@ -313,7 +313,10 @@ def test_always_on_controller_idles_then_rolls_out_a_shipped_canary(settings, tm
         assert c.state.phase == "idle" and act.calls.count(("promote",)) == 1  # idle again
         request_start(settings, "tester")  # `gourmetgram canary start`
         deadline = time.monotonic() + 20
-        while act.calls.count(("promote",)) < 2 and time.monotonic() < deadline:
+        # The promote call is recorded before the controller's thread writes the
+        # decision into its history: wait for both.
+        while not (act.calls.count(("promote",)) == 2 and c.history[-1].action == PROMOTE) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         assert act.calls.count(("promote",)) == 2
         assert c.history[-1].action == PROMOTE
