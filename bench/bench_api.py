@@ -3,7 +3,7 @@ one machine with the same model (the lab's MobileNetV2) and the same image.
 
     python bench/bench_api.py                  # the full run (make bench): minutes
     python bench/bench_api.py --quick          # 2 s per run, 2 runs, to check it works
-    python bench/bench_api.py --variants lab,onnx,onnx-reuseport,onnx-1proc --repeat 7
+    python bench/bench_api.py --variants lab,onnx,onnx-threads1,onnx-reuseport --repeat 7
 
 Servers: ``lab`` (bench/lab_pattern.py under one uvicorn process) and variants of ours
 (``gourmetgram serve-api``: gunicorn + uvicorn workers; torch or ONNX Runtime; one
@@ -35,6 +35,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,20 +66,18 @@ VARIANTS = {
     "torch": Variant("torch", args=["--runtime", "torch"],
                      doc="torch eager, 2 workers on one shared socket (the old default)"),
     "onnx": Variant("onnx", args=["--runtime", "onnx"],
-                    doc="ONNX Runtime, 2 workers on one shared socket"),
+                    doc="ONNX Runtime, serve-api defaults: 2 workers on one shared socket, "
+                        "2 inference threads each"),
+    "onnx-threads1": Variant(
+        "onnx-threads1", args=["--runtime", "onnx", "--inference-threads", "1"],
+        doc="ONNX Runtime, 2 workers on one shared socket, 1 inference thread each"),
     "onnx-reuseport": Variant(
-        "onnx-reuseport", args=["--runtime", "onnx"], env={"FOOD11_REUSE_PORT": "1"},
-        doc="ONNX Runtime, 2 workers, gunicorn reuse_port = True"),
-    "onnx-1proc": Variant(
-        "onnx-1proc", args=["--runtime", "onnx", "--workers", "1", "--inference-threads", "2"],
-        doc="ONNX Runtime, 1 worker with 2 inference threads"),
-    "onnx-2x2": Variant(
-        "onnx-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
-        doc="ONNX Runtime, 2 workers on one shared socket, 2 inference threads each"),
-    "onnx-reuseport-2x2": Variant(
-        "onnx-reuseport-2x2", args=["--runtime", "onnx", "--inference-threads", "2"],
+        "onnx-reuseport", args=["--runtime", "onnx", "--inference-threads", "1"],
         env={"FOOD11_REUSE_PORT": "1"},
-        doc="ONNX Runtime, 2 workers with SO_REUSEPORT, 2 inference threads each"),
+        doc="ONNX Runtime, 2 workers with SO_REUSEPORT, 1 inference thread each"),
+    "onnx-1proc": Variant(
+        "onnx-1proc", args=["--runtime", "onnx", "--workers", "1"],
+        doc="ONNX Runtime, 1 worker with 2 inference threads"),
     "torch-1proc": Variant(
         "torch-1proc", args=["--runtime", "torch", "--workers", "1", "--inference-threads", "2"],
         doc="torch, 1 worker with 2 inference threads"),
@@ -207,15 +206,15 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
             pids: list[int]) -> dict:
     """One closed-loop wrk run; the connections per process are sampled mid-run, and
     the server's CPU time per request is measured (a figure that other load on the
-    machine changes much less than req/s)."""
-    port = int(url.rsplit(":", 1)[1])
+    machine changes much less than req/s). ``url`` is the whole address posted to."""
+    port = urlsplit(url).port or 80
     cpu_before = cpu_seconds(pids)
     held: list[int] = []
     sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_process(port, pids)))
     sampler.start()
     res = subprocess.run(
         ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds:g}s",
-         "--latency", "--timeout", "30s", "-s", str(script), url + "/predict"],
+         "--latency", "--timeout", "30s", "-s", str(script), url],
         capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
     )
     sampler.join()
@@ -285,7 +284,7 @@ def print_results(results: dict, mem: dict, variants: list[str], baseline: str |
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="lab,torch,onnx,onnx-reuseport,onnx-1proc,onnx-2x2",
+    p.add_argument("--variants", default="lab,torch,onnx,onnx-threads1,onnx-reuseport,onnx-1proc",
                    help=f"comma-separated, run in this order; known: {', '.join(VARIANTS)}")
     p.add_argument("--concurrency", default="16,1")
     p.add_argument("--seconds", type=float, default=8.0, help="per run")
@@ -333,11 +332,12 @@ def main(argv: list[str] | None = None) -> int:
             proc, url = start_server(v, tmp, sd_model, pickle_model)
             try:
                 workers = [p for p in process_tree(proc.pid) if p != proc.pid or v.lab]
-                wrk_run(url, body_file, script, max(concurrency), min(2.0, args.seconds), workers)
+                predict = url + "/predict"
+                wrk_run(predict, body_file, script, max(concurrency), min(2.0, args.seconds), workers)
                 for c in concurrency:
                     runs = results[(name, c)] = []
                     for _ in range(args.repeat):
-                        runs.append(r := wrk_run(url, body_file, script, c, args.seconds, workers))
+                        runs.append(r := wrk_run(predict, body_file, script, c, args.seconds, workers))
                         print(f"   c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p99 "
                               f"{r['p99']:7.1f} ms  CPU {r['cpu_ms']:5.1f} ms/req  errors "
                               f"{r['errors']}  connections per worker "
