@@ -181,6 +181,15 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+def wrk_inputs(folder: Path) -> tuple[Path, Path]:
+    """The request body (the lab's JSON form, the 400x300 JPEG) and wrk's script that
+    posts it, written into ``folder``."""
+    body_file, script = folder / "body.json", folder / "post.lua"
+    body_file.write_text(json.dumps({"image": b64(photo_bytes(False))}))
+    script.write_text(WRK_SCRIPT)
+    return body_file, script
+
+
 def connections_per_process(port: int, pids: list[int]) -> list[int]:
     """Established connections on ``port`` held by each of ``pids`` (ss -tnp)."""
     out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
@@ -316,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--concurrency: comma-separated integers, got {args.concurrency!r}")
 
     tmp = Path(tempfile.mkdtemp(prefix="gg-bench-"))
-    body_file, script = tmp / "body.json", tmp / "post.lua"
-    body_file.write_text(json.dumps({"image": b64(photo_bytes(False))}))
-    script.write_text(WRK_SCRIPT)
+    body_file, script = wrk_inputs(tmp)
     results: dict = {}
     mem: dict = {}
     try:

@@ -34,10 +34,9 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_api import WRK_SCRIPT, spread, wrk_run  # noqa: E402
+from bench_api import spread, wrk_inputs, wrk_run  # noqa: E402
 
 from gourmetgram.deploy import nspawn  # noqa: E402
-from tests.images import b64, photo_bytes  # noqa: E402
 
 PER_PROCESS = r"""for p in /proc/[0-9]*; do
   pss=$(awk '/^Pss:/ {print $2}' $p/smaps_rollup 2>/dev/null); [ -n "$pss" ] || continue
@@ -65,12 +64,9 @@ def jpeg() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def throughput(direct: str, nginx: str, repeat: int, seconds: float) -> dict:
+def throughput(direct: str, nginx: str, repeat: int, seconds: float, body: Path,
+               script: Path) -> dict:
     """wrk on both paths, alternating; every run's figures and the medians' ratio."""
-    tmp = Path(tempfile.mkdtemp(prefix="gg-bench-deploy-"))
-    body, script = tmp / "body.json", tmp / "post.lua"
-    body.write_text(json.dumps({"image": b64(photo_bytes(False))}))
-    script.write_text(WRK_SCRIPT)
     out: dict = {}
     for url in (direct, nginx):
         wrk_run(url, body, script, 16, 2.0, [])
@@ -141,7 +137,9 @@ def main() -> int:
         public = f"http://{args.address}:{stack['nginx_port']}/api/predict"
         direct = f"http://{args.address}:{stack['api_ports']['production']}/predict"
         print(f"-- throughput: {public} against {direct}", flush=True)
-        out["throughput"] = throughput(direct, public, args.repeat, args.seconds)
+        with tempfile.TemporaryDirectory(prefix="gg-bench-deploy-") as tmp:
+            out["throughput"] = throughput(direct, public, args.repeat, args.seconds,
+                                           *wrk_inputs(Path(tmp)))
         out["memory_after_load"] = memory(m)
     finally:
         if not args.keep:
