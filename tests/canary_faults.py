@@ -68,6 +68,16 @@ def swapped_channels_model(demo_model: Path, out: Path) -> Path:
     return _save_demo(out, net, archive, "bgr-bug")
 
 
+def model_inputs(model, photos: list[bytes]):
+    """``photos`` decoded and preprocessed as the API does for ``model``: one uint8 batch."""
+    import numpy as np
+
+    from app_api.preprocess import image_from_bytes
+
+    pp = model.info.preprocessing
+    return np.stack([image_from_bytes(b, pp, 10**8) for b in photos])
+
+
 def class_shift_model(demo_model: Path, out: Path, photos: list[bytes], share: float = 0.25,
                       class_name: str = "Dessert") -> Path:
     """The demo model with ``class_name``'s logits raised just enough that ``share`` of
@@ -80,12 +90,10 @@ def class_shift_model(demo_model: Path, out: Path, photos: list[bytes], share: f
 
     from app_api.classes import FOOD11_CLASSES
     from app_api.model import load_model
-    from app_api.preprocess import image_from_bytes
 
     target = FOOD11_CLASSES.index(class_name)
     demo = load_model(demo_model, device="cpu")
-    pp = demo.info.preprocessing
-    probs, _ = demo.infer(np.stack([image_from_bytes(b, pp, 10**8) for b in photos]))
+    probs, _ = demo.infer(model_inputs(demo, photos))
     others = np.delete(probs, target, axis=1).max(axis=1)
     gaps = np.sort(np.log(others) - np.log(probs[:, target]))
     k = max(1, min(len(gaps) - 1, round(share * len(gaps))))

@@ -11,7 +11,6 @@ import pytest
 
 from app_api.classes import FOOD11_CLASSES
 from app_api.model import load_model
-from app_api.preprocess import image_from_bytes
 from bench.bench_rollouts import ERRORS_ONE_IN, KINDS, photo_pool, run_scorecard, table
 from gourmetgram.canary.rollout import PROMOTE, ROLLBACK
 from tests import canary_faults
@@ -20,8 +19,7 @@ from tests.images import b64
 
 @pytest.fixture(scope="module")
 def pool_arrays(demo_model):
-    pp = load_model(demo_model, device="cpu").info.preprocessing
-    return np.stack([image_from_bytes(b, pp, 10**8) for b in photo_pool()])
+    return canary_faults.model_inputs(load_model(demo_model, device="cpu"), photo_pool())
 
 
 def test_swapped_channels_model_is_the_demo_model_on_bgr_images(demo_model, tmp_path, pool_arrays):
