@@ -209,3 +209,16 @@ def load_for_serving(model_path: Path, *, runtime: str, device: str, threads: in
 
     torch.set_num_threads(threads)
     return load_model(model_path, allow_pickle=allow_pickle, device=device, version=version)
+
+
+def load_from_settings(model_path: Path, settings):
+    """What ``settings`` (an ApiSettings) serve from ``model_path``: one call for
+    serve-api's check before gunicorn starts and for each worker, so both decide alike."""
+    return load_for_serving(
+        model_path,
+        runtime=settings.runtime,
+        device=settings.device,
+        threads=settings.torch_threads,
+        allow_pickle=settings.allow_pickle,
+        version=settings.model_version,
+    )

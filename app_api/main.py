@@ -20,7 +20,7 @@ from app_api import metrics
 from app_api.batching import Batcher
 from app_api.drift import DriftReferenceError
 from app_api.drift_monitor import start_monitor
-from app_api.inference import load_for_serving
+from app_api.inference import load_from_settings
 from app_api.model_info import ModelLoadError
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
@@ -177,14 +177,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            model = load_for_serving(
-                _resolve_model_path(settings),
-                runtime=settings.runtime,
-                device=settings.device,
-                threads=settings.torch_threads,
-                allow_pickle=settings.allow_pickle,
-                version=settings.model_version,
-            )
+            model = load_from_settings(_resolve_model_path(settings), settings)
         except ModelLoadError as e:
             log.error("cannot serve: %s", e)
             raise

@@ -56,19 +56,12 @@ def check_model(settings):
     """Loads the model once before gunicorn starts, so a wrong file is one clear line and
     a non-zero exit, not a traceback per worker (exec frees this process's copy).
     Returns its ModelInfo: the runtime and device chosen here are the workers' too."""
-    from app_api.inference import load_for_serving
+    from app_api.inference import load_from_settings
     from app_api.model_info import ModelLoadError
     from app_api.settings import DEFAULT_DEMO_MODEL
 
     try:
-        model = load_for_serving(
-            settings.model or DEFAULT_DEMO_MODEL,
-            runtime=settings.runtime,
-            device=settings.device,
-            threads=settings.torch_threads,
-            allow_pickle=settings.allow_pickle,
-            version=settings.model_version,
-        )
+        model = load_from_settings(settings.model or DEFAULT_DEMO_MODEL, settings)
     except ModelLoadError as e:
         raise UsageError(f"cannot serve this model: {e}") from None
     return model.info
