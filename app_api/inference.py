@@ -37,6 +37,12 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "features")
 
 
+# Requests per forward pass unless FOOD11_MAX_BATCH says: on ONNX Runtime on the CPU a
+# batch costs more per image than single images and holds an activation arena per size;
+# on torch it costs less per image (bench/bench_api.py, docs/api.md).
+DEFAULT_MAX_BATCH = {"onnx": 1, "torch": 8}
+
+
 def onnx_path_for(model: Path) -> Path:
     """Where the export of a model file lives: beside it, ``<file>.onnx``."""
     model = Path(model)

@@ -20,7 +20,7 @@ from app_api import metrics
 from app_api.batching import Batcher
 from app_api.drift import DriftReferenceError
 from app_api.drift_monitor import start_monitor
-from app_api.inference import load_from_settings
+from app_api.inference import DEFAULT_MAX_BATCH, load_from_settings
 from app_api.model_info import ModelLoadError
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
@@ -181,8 +181,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         except ModelLoadError as e:
             log.error("cannot serve: %s", e)
             raise
-        model.warm_up(settings.max_batch)
         info = model.info
+        max_batch = settings.max_batch or DEFAULT_MAX_BATCH[info.runtime]
+        model.warm_up(max_batch)
         try:
             drift = start_monitor(settings, info)
         except DriftReferenceError as e:
@@ -198,16 +199,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ).set(1)
         # CUDA graphs replay from shared buffers: one inference thread there.
         threads = 1 if info.device.startswith("cuda") else settings.inference_threads
-        batcher = Batcher(model.infer, settings.max_batch, on_batch=_observe_batch, threads=threads)
+        batcher = Batcher(model.infer, max_batch, on_batch=_observe_batch, threads=threads)
         batcher.start()
         state["batcher"] = batcher
+        state["max_batch"] = max_batch
         state["decode_pool"] = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
         log.info(
-            "serving %s model %s (%s, sha256 %s) on %s with %s, %d inference thread(s)",
+            "serving %s model %s (%s, sha256 %s) on %s with %s, %d inference thread(s), "
+            "batches of up to %d",
             settings.variant, info.version, info.form, info.sha256[:12], info.device,
-            info.runtime, threads,
+            info.runtime, threads, max_batch,
         )
         try:
             yield
@@ -306,6 +309,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
         drift = state["drift"]
         return {"variant": settings.variant, **state["model"].info.as_dict(),
+                "max_batch": state["max_batch"],
                 "drift": drift.status() if drift is not None else {"state": "off"}}
 
     @app.get("/metrics", include_in_schema=False)

@@ -48,7 +48,10 @@ class ApiSettings(BaseSettings):
         False, description="A listening socket per worker with SO_REUSEPORT (gunicorn "
         "reuse_port), so the kernel spreads new connections over the workers.",
     )
-    max_batch: int = Field(8, ge=1, le=256)
+    max_batch: int | None = Field(
+        None, ge=1, le=256, description="Most requests in one forward pass; empty: 1 on ONNX "
+        "Runtime (a batch costs more per image there and holds more memory), 8 on torch.",
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     max_aspect_ratio: float = Field(
@@ -98,7 +101,7 @@ class ApiSettings(BaseSettings):
     )
 
     @field_validator("model", "drift_reference", "metrics_dir", "state_dir", "shadow_dir",
-                     mode="before")
+                     "max_batch", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("", None) else v

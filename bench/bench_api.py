@@ -67,7 +67,7 @@ VARIANTS = {
                      doc="torch eager, 2 workers on one shared socket (the old default)"),
     "onnx": Variant("onnx", args=["--runtime", "onnx"],
                     doc="ONNX Runtime, serve-api defaults: 2 workers on one shared socket, "
-                        "2 inference threads each"),
+                        "2 inference threads each, no batching"),
     "onnx-threads1": Variant(
         "onnx-threads1", args=["--runtime", "onnx", "--inference-threads", "1"],
         doc="ONNX Runtime, 2 workers on one shared socket, 1 inference thread each"),
@@ -87,8 +87,12 @@ VARIANTS = {
     "jemalloc": Variant(
         "jemalloc", args=["--runtime", "torch"], env={"LD_PRELOAD": JEMALLOC or ""},
         doc="torch, jemalloc (Debian libjemalloc2) through LD_PRELOAD"),
-    "batch1": Variant("batch1", args=["--runtime", "onnx", "--max-batch", "1"],
-                      doc="ONNX Runtime, no batching"),
+    "batch2": Variant("batch2", args=["--runtime", "onnx", "--max-batch", "2"],
+                      doc="ONNX Runtime, batches of at most 2"),
+    "batch4": Variant("batch4", args=["--runtime", "onnx", "--max-batch", "4"],
+                      doc="ONNX Runtime, batches of at most 4"),
+    "batch8": Variant("batch8", args=["--runtime", "onnx", "--max-batch", "8"],
+                      doc="ONNX Runtime, batches of at most 8"),
 }
 
 

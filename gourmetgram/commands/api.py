@@ -169,7 +169,7 @@ def register(sub) -> None:
                    "a matching export-onnx file)")
     s.add_argument("--inference-threads", type=int,
                    help="threads running batches per worker (FOOD11_INFERENCE_THREADS, default 1)")
-    s.add_argument("--max-batch", type=int, help="FOOD11_MAX_BATCH (default 8)")
+    s.add_argument("--max-batch", type=int, help="FOOD11_MAX_BATCH (default: 1 on ONNX Runtime, 8 on torch)")
     s.add_argument("--metrics-dir", help="FOOD11_METRICS_DIR (multiprocess metrics)")
     s.add_argument(
         "--drift-reference",

@@ -76,6 +76,40 @@ def test_demo_model_exports(demo_model, tmp_path):
     assert check["top1_mismatches"] == [] and check["max_prob_diff"] <= PROB_TOLERANCE
 
 
+@pytest.mark.parametrize(("runtime", "max_batch", "served"),
+                         [("onnx", None, 1), ("torch", None, 8), ("onnx", 4, 4), ("torch", 2, 2)])
+def test_batch_size_default_follows_the_runtime(exported, runtime, max_batch, served):
+    """ONNX Runtime on the CPU does not batch unless told (a batch costs more per image
+    there, docs/api.md); torch batches up to 8."""
+    from fastapi.testclient import TestClient
+
+    from app_api.main import create_app
+    from app_api.settings import ApiSettings
+
+    model, _, _ = exported
+    app = create_app(ApiSettings(model=model, runtime=runtime, device="cpu",
+                                 drift_bootstrap_samples=0, max_batch=max_batch))
+    with TestClient(app) as client:
+        info = client.get("/model").json()
+        assert client.post("/predict", content=photo_bytes(),
+                           headers={"content-type": "image/jpeg"}).status_code == 200
+    assert (info["runtime"], info["max_batch"]) == (runtime, served)
+    assert app.state.serving["batcher"]._max_batch == served
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("", None), ("3", 3), ("0", ValueError),
+                                               ("257", ValueError), ("many", ValueError)])
+def test_max_batch_from_the_environment(monkeypatch, value, parsed):
+    from app_api.settings import ApiSettings
+
+    monkeypatch.setenv("FOOD11_MAX_BATCH", value)
+    if parsed is ValueError:
+        with pytest.raises(ValueError, match="max_batch"):
+            ApiSettings()
+    else:
+        assert ApiSettings().max_batch == parsed
+
+
 SERVE_WITHOUT_TORCH = textwrap.dedent("""
     import json, sys
     from fastapi.testclient import TestClient
