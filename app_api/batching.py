@@ -27,7 +27,7 @@ class Batcher:
         threads: int = 1,
     ):
         self._infer = infer
-        self._max_batch = max_batch
+        self.max_batch = max_batch
         self._on_batch = on_batch
         self._threads = threads
         self._queue: asyncio.Queue | None = None
@@ -59,7 +59,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
+            while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             batch = [(img, fut) for img, fut in batch if not fut.done()]
             if not batch:

@@ -202,7 +202,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         batcher = Batcher(model.infer, max_batch, on_batch=_observe_batch, threads=threads)
         batcher.start()
         state["batcher"] = batcher
-        state["max_batch"] = max_batch
         state["decode_pool"] = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
@@ -309,7 +308,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
         drift = state["drift"]
         return {"variant": settings.variant, **state["model"].info.as_dict(),
-                "max_batch": state["max_batch"],
+                "max_batch": state["batcher"].max_batch,
                 "drift": drift.status() if drift is not None else {"state": "off"}}
 
     @app.get("/metrics", include_in_schema=False)

@@ -94,7 +94,7 @@ def test_batch_size_default_follows_the_runtime(exported, runtime, max_batch, se
         assert client.post("/predict", content=photo_bytes(),
                            headers={"content-type": "image/jpeg"}).status_code == 200
     assert (info["runtime"], info["max_batch"]) == (runtime, served)
-    assert app.state.serving["batcher"]._max_batch == served
+    assert app.state.serving["batcher"].max_batch == served
 
 
 @pytest.mark.parametrize(("value", "parsed"), [("", None), ("3", 3), ("0", ValueError),
