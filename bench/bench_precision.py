@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app_api.inference import INPUT_NAME, OUTPUT_NAMES  # noqa: E402
+from app_api.inference import INPUT_NAME, OUTPUT_NAMES, load_onnx  # noqa: E402
 from app_api.onnx_export import check_images, export_onnx  # noqa: E402
 from bench.bench_rollouts import photo_pool  # noqa: E402
-
-Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
@@ -70,34 +67,20 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
     return out
 
 
-def ort_forward(path: Path) -> Forward:
-    import onnxruntime as ort
+class OpenVinoForm:
+    """An ONNX graph compiled by OpenVINO for one CPU thread; ``infer`` as OnnxModel's."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, precision: str):
+        import openvino as ov
 
-    def run(images):
-        probs, feats = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
-        return probs, feats
-    return run
+        self._compiled = ov.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision})
+        self._request = self._compiled.create_infer_request()
 
-
-def ov_forward(path: Path, precision: str) -> Forward:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {
-        "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": precision})
-    request = compiled.create_infer_request()
-
-    def run(images):
-        out = request.infer({0: images})
-        return (np.array(out[compiled.output(OUTPUT_NAMES[0])]),
-                np.array(out[compiled.output(OUTPUT_NAMES[1])]))
-    return run
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._request.infer({0: images})
+        return tuple(np.array(out[self._compiled.output(name)]) for name in OUTPUT_NAMES)
 
 
 def have_openvino() -> bool:
@@ -108,23 +91,29 @@ def have_openvino() -> bool:
     return True
 
 
-def forms(fp32: Path, int8: Path, openvino: bool) -> dict[str, Forward]:
-    out = {"ort-fp32": ort_forward(fp32), "ort-int8": ort_forward(int8)}
+def forms(model_path: Path, fp32: Path, int8: Path, openvino: bool) -> dict:
+    """Each form by name; the ONNX Runtime ones are opened as the API opens its export
+    (the quantization keeps the export's metadata)."""
+    out = {"ort-fp32": load_onnx(model_path, onnx_file=fp32),
+           "ort-int8": load_onnx(model_path, onnx_file=int8)}
     if openvino:
-        out |= {"ov-fp32": ov_forward(fp32, "f32"), "ov-bf16": ov_forward(fp32, "bf16"),
-                "ov-int8": ov_forward(int8, "f32")}
+        out |= {"ov-fp32": OpenVinoForm(fp32, "f32"), "ov-bf16": OpenVinoForm(fp32, "bf16"),
+                "ov-int8": OpenVinoForm(int8, "f32")}
     return out
 
 
-def agreement(reference: Forward, form: Forward, images: np.ndarray) -> dict:
-    """``form`` against ``reference`` on ``images``, in batches of 8."""
+def agreement(reference, form, images: np.ndarray) -> dict:
+    """``form`` against ``reference`` on ``images``, in batches of 8. Not export-onnx's
+    check: that one floors the features' scale at 1e-6, and the random-weights
+    MobileNetV2's features are about 1e-8, so its relative differences would read ~100x
+    too small."""
     ref_p, ref_f, p, f = [], [], [], []
     for i in range(0, len(images), 8):
-        a, b = reference(images[i:i + 8]), form(images[i:i + 8])
-        ref_p.append(a[0])
-        ref_f.append(a[1])
-        p.append(b[0])
-        f.append(b[1])
+        (a_p, a_f), (b_p, b_f) = reference.infer(images[i:i + 8]), form.infer(images[i:i + 8])
+        ref_p.append(a_p)
+        ref_f.append(a_f)
+        p.append(b_p)
+        f.append(b_f)
     ref_p, ref_f, p, f = map(np.concatenate, (ref_p, ref_f, p, f))
     return {
         "images": int(len(images)),
@@ -135,12 +124,12 @@ def agreement(reference: Forward, form: Forward, images: np.ndarray) -> dict:
     }
 
 
-def ms_per_image(form: Forward, images: np.ndarray, batch: int, iterations: int) -> float:
+def ms_per_image(form, images: np.ndarray, batch: int, iterations: int) -> float:
     x = np.ascontiguousarray(images[:batch])
-    form(x)
+    form.infer(x)
     start = time.perf_counter()
     for _ in range(iterations):
-        form(x)
+        form.infer(x)
     return (time.perf_counter() - start) / iterations / batch * 1000
 
 
@@ -157,7 +146,7 @@ def measure(model_path: Path, repeat: int, iterations: int, calibration_n: int,
     held = np.concatenate([model_inputs(torch_model, photo_pool(held_n, seed=2)),
                            check_images(crop, held_n, seed=5)])
     int8 = quantize_int8(fp32, model_path.with_name(model_path.name + ".int8.onnx"), calibration)
-    by_name = forms(fp32, int8, have_openvino())
+    by_name = forms(model_path, fp32, int8, have_openvino())
     reference = by_name["ort-fp32"]
     result = {name: {"agreement": agreement(reference, f, held), "ms": {1: [], 8: []}}
               for name, f in by_name.items()}

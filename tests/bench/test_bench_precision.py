@@ -30,19 +30,23 @@ def test_measure_compares_int8_against_the_served_fp32_graph(tmp_path, capsys):
     assert "ort-int8" in out and "(1.00x)" in out
 
 
+class _Fixed:
+    """A form whose answers depend only on the batch's length."""
+
+    def __init__(self, probs, feats):
+        self.probs, self.feats = probs, feats
+
+    def infer(self, x):
+        return self.probs[: len(x)], self.feats[: len(x)]
+
+
 def test_agreement_counts_top1_changes():
     probs = np.eye(4, dtype=np.float32)
     feats = np.ones((4, 3), dtype=np.float32)
-
-    def reference(x):
-        return probs[: len(x)], feats[: len(x)]
-
-    def swapped(x):
-        p = probs[: len(x)].copy()
-        p[0] = p[1]
-        return p, feats[: len(x)] * 1.5
-
-    a = bench_precision.agreement(reference, swapped, np.zeros((4, 2), dtype=np.uint8))
+    swapped = probs.copy()
+    swapped[0] = swapped[1]
+    a = bench_precision.agreement(_Fixed(probs, feats), _Fixed(swapped, feats * 1.5),
+                                np.zeros((4, 2), dtype=np.uint8))
     assert a["top1_agreement"] == 0.75
     assert a["max_prob_diff"] == 1.0
     assert abs(a["max_feature_diff"] - 0.5) < 1e-6
