@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from gourmetgram.canary import routing as canary
 from gourmetgram.host.configs import render_standalone
 from gourmetgram.host.layout import HostLayout, host_layout
 from gourmetgram.host.stack import VARIANTS, StackConfig, load_stack
+from gourmetgram.load import LoadRun, LoadSpec, Payloads, Phase, status_label
 from tests.images import photo_bytes
 from tests.procs import ApiServer, Proc, WebServer, free_port
 
@@ -225,43 +225,36 @@ def count_variants(url: str, n: int, clients: int = 4, cheap: bool = False) -> C
 
 
 class Load:
-    """Closed-loop clients posting predictions until stopped; every outcome counted."""
+    """Closed-loop keep-alive clients posting predictions until stopped: the product's load
+    generator (gourmetgram.load), which, like a browser, sends a request once more when a
+    reloading Nginx closed its connection without an answer (docs/load.md)."""
 
     def __init__(self, url: str, clients: int = 4):
-        self.url = url
-        self.stop_flag = threading.Event()
-        self.results: Counter = Counter()
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-
-    def _client(self) -> None:
-        with requests.Session() as s:
-            while not self.stop_flag.is_set():
-                try:
-                    r = predict(s, self.url)
-                    outcome = variant_of(r) if r.status_code == 200 else f"HTTP {r.status_code}"
-                    if r.status_code != 200:
-                        self.failures.append(f"{r.status_code} {r.text[:100]}")
-                except requests.RequestException as e:
-                    outcome = "error"
-                    self.failures.append(repr(e))
-                with self.lock:
-                    self.results[outcome] += 1
+        self.run = LoadRun(LoadSpec(
+            url=url + "/api/predict", phases=[Phase(None, clients)],
+            payloads=Payloads.image(photo_bytes()), scenario="test", timeout=30, max_duration=600))
 
     def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
+        self.run.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(60)
+        self.run.stop()
+        self.run.wait(40)
+
+    @property
+    def results(self) -> Counter:
+        """The answering variant per successful request, else the status or the error."""
+        return Counter(r.variant if r.status == 200 else status_label(r)
+                       for r in self.run.result().records)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{status_label(r)} {r.variant}" for r in self.run.result().records
+                if r.status != 200]
 
     def total(self) -> int:
-        with self.lock:
-            return sum(self.results.values())
+        return len(self.run.result().records)
 
     def wait_for(self, n: int, timeout: float = 60) -> None:
         """Until ``n`` more requests completed (no sleeps guessing the rate)."""

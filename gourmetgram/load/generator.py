@@ -9,6 +9,7 @@ up as latency instead of silently lowering the request rate (coordinated omissio
 
 from __future__ import annotations
 
+import http.client
 import queue
 import random
 import threading
@@ -16,9 +17,21 @@ import time
 from collections.abc import Callable
 
 import requests
+import urllib3
 
 from gourmetgram.load.spec import NO_VARIANT, LoadResult, LoadSpec, Record
 from gourmetgram.load.summary import percentile
+
+
+def closed_without_answer(e: requests.ConnectionError) -> bool:
+    """True when the server closed or reset the connection before any byte of an answer
+    ("Connection aborted." from urllib3; a break inside an answer is a different error).
+    Every weight change reloads Nginx, whose old workers close their idle keep-alive
+    connections; a request sent on one at that moment gets this, unanswered. Browsers
+    resend such a request on a new connection, and so does the web app's API client."""
+    cause = e.args[0] if e.args else None
+    return isinstance(cause, urllib3.exceptions.ProtocolError) and any(
+        isinstance(a, (http.client.RemoteDisconnected, ConnectionResetError)) for a in cause.args)
 
 
 class LoadRun:
@@ -114,8 +127,18 @@ class LoadRun:
             headers["X-Client-Id"] = client_id
         sent = time.perf_counter() - self.started_mono
         status, variant, version, error, pred, prob = 0, NO_VARIANT, "", "", "", None
+        retried = False
         try:
-            resp = session.post(self.spec.url, data=body, headers=headers, timeout=self.spec.timeout)
+            try:
+                resp = session.post(self.spec.url, data=body, headers=headers,
+                                    timeout=self.spec.timeout)
+            except requests.ConnectionError as e:
+                if not closed_without_answer(e):
+                    raise
+                # Once, as a browser would; urllib3 dropped the closed connection.
+                retried = True
+                resp = session.post(self.spec.url, data=body, headers=headers,
+                                    timeout=self.spec.timeout)
             status = resp.status_code
             variant = resp.headers.get("X-Model-Variant", NO_VARIANT)
             version = resp.headers.get("X-Model-Version", "")
@@ -137,6 +160,7 @@ class LoadRun:
             scheduled=scheduled, sent=sent, latency=end - scheduled, status=status,
             variant=variant, model_version=version, error=error, input=label,
             prediction=pred, probability=prob, clients=self._clients_now, client_id=client_id,
+            retried=retried,
         )
         with self._lock:
             self.records.append(rec)

@@ -48,6 +48,7 @@ class Record:
     probability: float | None = None
     clients: int = 0
     client_id: str = ""  # the X-Client-Id sent, with ``client_ids``
+    retried: bool = False  # sent again on a new connection (closed without an answer)
 
 
 class Payloads:

@@ -50,6 +50,7 @@ def summarize(records: Sequence[Record], duration: float, not_sent: int = 0) -> 
         "ok": ok,
         "errors": len(records) - ok,
         "not_sent": not_sent,
+        "retried": sum(1 for r in records if r.retried),
         "duration_s": duration,
         "throughput_rps": len(records) / duration if duration > 0 else 0.0,
         "latency_ms": {
@@ -78,7 +79,9 @@ def format_summary(result: LoadResult) -> str:
     lines.append(head)
     rows = [
         ("requests", f"{s['requests']}  ({s['ok']} ok, {s['errors']} errors"
-                     + (f", {s['not_sent']} due but not sent" if s["not_sent"] else "") + ")"),
+                     + (f", {s['not_sent']} due but not sent" if s["not_sent"] else "")
+                     + (f", {s['retried']} sent again after a closed connection"
+                        if s["retried"] else "") + ")"),
         ("duration", f"{s['duration_s']:.1f} s"),
         ("throughput", f"{s['throughput_rps']:.2f} req/s"),
         ("latency", "  ".join(f"{k} {_ms(v)}" for k, v in s["latency_ms"].items())),

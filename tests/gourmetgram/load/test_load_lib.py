@@ -5,6 +5,7 @@ test_load_stack.py)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +105,93 @@ def test_unreachable_server_is_recorded_not_raised():
     result = load.run_load(spec(url, [load.Phase(None, clients=1)], max_requests=3, timeout=2))
     assert [r.status for r in result.records] == [0, 0, 0]
     assert result.summary()["status"] == {"connection error": 3}
+
+
+class _Closing:
+    """A raw HTTP/1.1 server that answers a connection's first ``answered`` requests with
+    keep-alive and closes it on the next one without an answer: what an Nginx worker
+    does to an idle keep-alive connection when a reload retires it."""
+
+    def __init__(self, answered: int):
+        self.answered = answered
+        self.received = 0
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/predict"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        f = conn.makefile("rb")
+        with conn, f:
+            for n in range(self.answered + 1):
+                head = [line for line in iter(f.readline, b"\r\n") if line]
+                if not head:
+                    return
+                length = next(int(h.split(b":")[1]) for h in head
+                              if h.lower().startswith(b"content-length"))
+                f.read(length)
+                with self.lock:
+                    self.received += 1
+                if n == self.answered:
+                    return  # closed without an answer
+                body = b'{"prediction": "Soup", "probability": 0.5}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"X-Model-Variant: closing\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def closing():
+    servers: list[_Closing] = []
+    yield lambda answered: servers.append(_Closing(answered)) or servers[-1]
+    for s in servers:
+        s.close()
+
+
+def test_a_request_closed_without_an_answer_is_sent_again_once(closing):
+    """Each connection answers two requests and closes on the next, as a reloading Nginx
+    may: the third goes out again on a new connection, which answers it and the fourth,
+    and none fails."""
+    server = closing(2)
+    result = load.run_load(spec(server.url, [load.Phase(None, clients=1)], max_requests=7))
+    assert [r.status for r in result.records] == [200] * 7
+    assert [r.retried for r in result.records] == [False, False, True, False, True, False, True]
+    assert server.received == 10 and server.connections == 4
+    s = result.summary()
+    assert s["retried"] == 3 and s["errors"] == 0
+    assert "3 sent again after a closed connection" in load.format_summary(result)
+
+
+def test_a_request_is_sent_again_at_most_once(closing):
+    """A server that never answers: each request goes out twice, then counts as failed."""
+    server = closing(0)
+    result = load.run_load(spec(server.url, [load.Phase(None, clients=1)], max_requests=3))
+    assert [(r.status, r.error, r.retried) for r in result.records] == [
+        (0, "connection error", True)] * 3
+    assert server.received == 6
+
+
+def test_a_timeout_is_not_sent_again(slow_url):
+    """The server may be working on it: a resend would double the load it is drowning in."""
+    _Slow.client_ids = []
+    result = load.run_load(spec(slow_url, [load.Phase(None, clients=1)], max_requests=2,
+                                timeout=SERVICE_S / 4))
+    assert [(r.error, r.retried) for r in result.records] == [("timeout", False)] * 2
+    assert len(_Slow.client_ids) == 2
 
 
 def test_client_ids_are_sent_and_recorded(slow_url):
