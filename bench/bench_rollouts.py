@@ -144,6 +144,7 @@ class Run:
     reason: str = ""
     failures: dict[str, int] = field(default_factory=dict)  # HTTP status or client error -> n
     decisions: list[str] = field(default_factory=list)
+    retried: int = 0  # answered after a resend: a reload closed their keep-alive connection
 
 
 class FaultTrigger(CanaryLibraryActuator):
@@ -274,7 +275,9 @@ class Scorecard:
         checks = sorted({ch.check for d in c.history for ch in d.checks if ch.verdict == FAIL})
         return Run(kind.name, last.action, took, took / self.interval, len(records),
                    sum(failures.values()), sum(1 for r in records if r.variant == "canary"),
-                   checks, last.reason, [d.line() for d in c.history], dict(failures))
+                   checks, last.reason, failures=dict(failures),
+                   decisions=[d.line() for d in c.history],
+                   retried=sum(1 for r in records if r.retried))
 
 
 class Fault:
@@ -353,6 +356,7 @@ def run_scorecard(tmp: Path, plan: list[tuple[str, int]], interval: float, windo
                 runs.append(r)
                 log(f"{name} #{i + 1}: {r.outcome} after {r.seconds:.1f} s "
                     f"({r.intervals:.1f} intervals), failed {r.failed}/{r.requests} {r.failures}, "
+                    f"sent again {r.retried}, "
                     f"checks failed: {', '.join(r.failed_checks) or '-'}; {r.reason}")
     return runs
 

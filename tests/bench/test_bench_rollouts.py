@@ -58,12 +58,14 @@ def test_small_scorecard_rolls_back_bad_canaries_and_promotes_a_good_one(tmp_pat
     runs = run_scorecard(tmp_path, [("good", 1), ("hang", 1), ("errors", 1)], interval=4,
                          window=8, clients=3, max_steps=15)
     by = {r.kind: r for r in runs}
-    show = "\n".join(f"{r.kind}: {r.outcome}\n  " + "\n  ".join(r.decisions) for r in runs)
+    show = "\n".join(f"{r.kind}: {r.outcome}, failed {r.failures}, sent again {r.retried}\n  "
+                     + "\n  ".join(r.decisions) for r in runs)
     assert by["good"].outcome == PROMOTE and by["good"].failed == 0, show
     assert by["hang"].outcome == ROLLBACK, show
     assert by["hang"].seconds <= 3 * 4 and by["hang"].failed == 0, show
     assert by["errors"].outcome == ROLLBACK and "error_rate" in by["errors"].failed_checks, show
     assert by["errors"].failed > 0  # its 500s reached users: Nginx does not retry a 500
+    assert by["errors"].failures == {"HTTP 500": by["errors"].failed}, show
     text = table(runs)
     assert all(f"| {k} | 1 |" in text for k in ("good", "hang", "errors")), text
     assert "false rollbacks 0/1" in text and set(by) <= set(KINDS)
