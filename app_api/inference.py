@@ -74,6 +74,9 @@ def open_export(onnx_path: Path, threads: int = 1):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Intra-op threads sleep between forward passes instead of spinning: a spinning pool
+    # takes the core that another request's forward pass or decode needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])

@@ -75,6 +75,14 @@ VARIANTS = {
         "onnx-reuseport", args=["--runtime", "onnx", "--inference-threads", "1"],
         env={"FOOD11_REUSE_PORT": "1"},
         doc="ONNX Runtime, 2 workers with SO_REUSEPORT, 1 inference thread each"),
+    "onnx-intra2": Variant(
+        "onnx-intra2", args=["--runtime", "onnx", "--inference-threads", "1"],
+        env={"FOOD11_TORCH_THREADS": "2"},
+        doc="ONNX Runtime, 2 workers on one shared socket, 1 inference thread each running "
+            "its forward passes on 2 intra-op threads"),
+    "onnx-2x2": Variant(
+        "onnx-2x2", args=["--runtime", "onnx"], env={"FOOD11_TORCH_THREADS": "2"},
+        doc="ONNX Runtime, serve-api defaults but 2 intra-op threads per forward pass"),
     "onnx-1proc": Variant(
         "onnx-1proc", args=["--runtime", "onnx", "--workers", "1"],
         doc="ONNX Runtime, 1 worker with 2 inference threads"),
@@ -116,6 +124,37 @@ def make_models(tmp: Path, state_dict: Path | None) -> tuple[Path, Path]:
     print(f"ONNX export: max probability difference {check['max_prob_diff']:.1e} against torch, "
           f"top-1 mismatches {len(check['top1_mismatches'])} of {check['images']}")
     return sd_path, pickle_path
+
+
+# --- the ceiling -----------------------------------------------------------------
+
+@dataclass
+class Ceiling:
+    """What the CPU allows: the served export's forward pass alone, at batch 1 on one
+    thread (as each inference thread runs it by default), and the requests per second
+    every core would give doing nothing else. Serving can only approach it: decoding,
+    HTTP and wrk itself take their share. Absolute req/s differ much between machines
+    (the CPU's vector units and clock); the share of this ceiling much less."""
+
+    forward_ms: list[float]
+    cores: int
+
+    @property
+    def rps(self) -> float:
+        return self.cores * 1000 / statistics.median(self.forward_ms)
+
+
+def forward_ceiling(sd_model: Path, repeat: int, iterations: int = 50) -> Ceiling:
+    """Times the export that make_models wrote beside ``sd_model``, opened as the API
+    opens it, on export-onnx's check images."""
+    from app_api.inference import load_onnx
+    from app_api.onnx_export import check_images
+    from bench.bench_precision import ms_per_image
+
+    model = load_onnx(sd_model)
+    images = check_images(model.info.preprocessing.crop, 8)
+    return Ceiling([ms_per_image(model, images, 1, iterations) for _ in range(repeat)],
+                   os.cpu_count() or 1)
 
 
 # --- servers ---------------------------------------------------------------------
@@ -262,7 +301,8 @@ def spread(runs: list[dict], key: str) -> tuple[float, float, float]:
 
 # --- report ------------------------------------------------------------------------
 
-def print_results(results: dict, mem: dict, variants: list[str], baseline: str | None) -> None:
+def print_results(results: dict, mem: dict, variants: list[str], baseline: str | None,
+                  ceiling: Ceiling | None = None) -> None:
     print("\n== throughput and latency: min / median / max over the runs ==")
     print(f"{'server':<16}{'conc':>5}{'req/s':>22}{'p50 ms':>22}{'p99 ms (median)':>17}"
           f"{'CPU ms/req':>11}{'err':>5}  connections per worker, each run")
@@ -286,6 +326,17 @@ def print_results(results: dict, mem: dict, variants: list[str], baseline: str |
                   f"{spread(runs, 'p50')[1] / spread(base, 'p50')[1]:>9.2f}"
                   f"{spread(runs, 'cpu_ms')[1] / spread(base, 'cpu_ms')[1]:>11.2f}"
                   f"{rps[0] / rps[2]:>9.2f}")
+    if ceiling is not None:
+        fwd = statistics.median(ceiling.forward_ms)
+        print(f"\n== against the CPU's ceiling: forward pass {min(ceiling.forward_ms):.1f}/{fwd:.1f}/"
+              f"{max(ceiling.forward_ms):.1f} ms (min/median/max), {ceiling.cores} cores -> "
+              f"{ceiling.rps:.0f} req/s with nothing else running ==")
+        print(f"{'server':<16}{'conc':>5}{'of ceiling':>12}{'forward/CPU per req':>21}")
+        for (name, c), runs in results.items():
+            if name == "lab" or name.startswith("torch") or c == 1:
+                continue
+            print(f"{name:<16}{c:>5}{spread(runs, 'rps')[1] / ceiling.rps:>12.2f}"
+                  f"{fwd / spread(runs, 'cpu_ms')[1]:>21.2f}")
     print("\n== resident memory after the load (MiB) ==")
     print(f"{'server':<16}{'process':<10}{'pid':>8}{'RSS':>9}{'PSS':>9}")
     for name, rows in mem.items():
@@ -334,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     mem: dict = {}
     try:
         sd_model, pickle_model = make_models(tmp, args.model)
+        ceiling = forward_ceiling(sd_model, args.repeat)
+        print(f"forward pass of the served export, one thread, batch 1: median "
+              f"{statistics.median(ceiling.forward_ms):.1f} ms; ceiling {ceiling.rps:.0f} req/s "
+              f"on {ceiling.cores} cores", flush=True)
         print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}; model: MobileNetV2 "
               f"Food-11 ({'given weights' if args.model else 'random weights'}); 400x300 JPEG; "
               f"{args.repeat} runs of {args.seconds:g} s per configuration", flush=True)
@@ -357,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
                 mem[name] = memory(proc.pid)
             finally:
                 proc.stop()
-        print_results(results, mem, names, args.baseline)
+        print_results(results, mem, names, args.baseline, ceiling)
         if args.json:
             args.json.write_text(json.dumps({
+                "forward_ms": ceiling.forward_ms, "ceiling_rps": ceiling.rps,
                 "results": [dict(server=k[0], concurrency=k[1], runs=v) for k, v in results.items()],
                 "memory": {k: [dict(zip(("pid", "role", "rss_mib", "pss_mib"), r, strict=True))
                                for r in rows] for k, rows in mem.items()},
