@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from app_api.thread_names import name_os_thread
+
 
 class Batcher:
     def __init__(
@@ -32,7 +34,8 @@ class Batcher:
         self._threads = threads
         self._queue: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference",
+                                            initializer=name_os_thread)
 
     def start(self) -> None:
         self._queue = asyncio.Queue()

@@ -21,6 +21,7 @@ from app_api.drift import (
     load_for_model,
 )
 from app_api.drift_reference import BootstrapStore
+from app_api.thread_names import name_os_thread
 
 log = logging.getLogger(__name__)
 # How often a bootstrapping worker with no traffic looks for the reference another built.
@@ -145,6 +146,7 @@ class DriftMonitor:
             self._arm(ref)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             try:
                 item = self.queue.get(timeout=None if self.detector is not None else POLL_S)

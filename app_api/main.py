@@ -26,6 +26,7 @@ from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_b
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
 from app_api.shadow import HEADER as SHADOW_HEADER
 from app_api.shadow import ShadowLog
+from app_api.thread_names import name_os_thread
 from gourmetgram.host_header import HostCheckASGI
 
 log = logging.getLogger("app_api")
@@ -203,7 +204,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         batcher.start()
         state["batcher"] = batcher
         state["decode_pool"] = ThreadPoolExecutor(
-            max_workers=settings.decode_threads, thread_name_prefix="decode"
+            max_workers=settings.decode_threads, thread_name_prefix="decode",
+            initializer=name_os_thread,
         )
         log.info(
             "serving %s model %s (%s, sha256 %s) on %s with %s, %d inference thread(s), "
