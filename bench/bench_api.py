@@ -14,7 +14,9 @@ a 400x300 JPEG. Each configuration runs ``--repeat`` times (at least 5 for the
 figures in docs/api.md); each wrk run opens its connections anew, so they land on
 the workers anew; it prints min/median/max of req/s and latency so the
 connection luck shows, how many connections each worker held, the ratios against
-the lab in the same run, and resident memory (RSS and PSS) per process.
+the lab in the same run, the server's CPU per request by thread (event loop, decode,
+inference, drift: where a request's CPU goes), and resident memory (RSS and PSS) per
+process.
 
 wrk runs on the same cores as the servers; on a 2-core machine it takes a share of
 the CPU from every server alike.
@@ -254,13 +256,39 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# Threads by what they do: the API names its own (app_api/thread_names.py), a trailing
+# "_N" is its index in a pool; each process's main thread runs the event loop.
+THREAD_ROLES = ("event loop", "decode", "inference", "drift", "other")
+
+
+def thread_cpu(pids: list[int]) -> Counter:
+    """CPU seconds used so far by the processes' threads, summed by role."""
+    out: Counter = Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in pids:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/stat") as fh:
+                    comm, rest = fh.read().split(" (", 1)[1].rsplit(")", 1)
+            except OSError:
+                continue
+            fields = rest.split()
+            role = "event loop" if int(t) == p else re.sub(r"_\d+$", "", comm)
+            out[role if role in THREAD_ROLES else "other"] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: float,
             pids: list[int]) -> dict:
     """One closed-loop wrk run; the connections per process are sampled mid-run, and
     the server's CPU time per request is measured (a figure that other load on the
     machine changes much less than req/s). ``url`` is the whole address posted to."""
     port = urlsplit(url).port or 80
-    cpu_before = cpu_seconds(pids)
+    cpu_before, threads_before = cpu_seconds(pids), thread_cpu(pids)
     held: list[int] = []
     sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_process(port, pids)))
     sampler.start()
@@ -271,6 +299,8 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
     )
     sampler.join()
     cpu = cpu_seconds(pids) - cpu_before
+    by_thread = thread_cpu(pids)
+    by_thread.subtract(threads_before)
     out = res.stdout
     if res.returncode != 0 or "Requests/sec" not in out:
         raise RuntimeError(f"wrk failed: {res.stderr or out}")
@@ -283,9 +313,11 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     done = re.search(r"(\d+) requests in", out)
+    requests = max(1, int(done.group(1)))
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "cpu_ms": 1000 * cpu / max(1, int(done.group(1))),
+        "cpu_ms": 1000 * cpu / requests,
+        "cpu_ms_by_thread": {role: 1000 * by_thread[role] / requests for role in THREAD_ROLES},
         "p50": ms("50"),
         "p99": ms("99"),
         "errors": (int(bad.group(1)) if bad else 0)
@@ -326,6 +358,14 @@ def print_results(results: dict, mem: dict, variants: list[str], baseline: str |
                   f"{spread(runs, 'p50')[1] / spread(base, 'p50')[1]:>9.2f}"
                   f"{spread(runs, 'cpu_ms')[1] / spread(base, 'cpu_ms')[1]:>11.2f}"
                   f"{rps[0] / rps[2]:>9.2f}")
+    print("\n== server CPU per request by thread (ms, median over the runs; lab: its thread "
+          "pool is \"other\") ==")
+    print(f"{'server':<16}{'conc':>5}" + "".join(f"{role:>12}" for role in THREAD_ROLES)
+          + f"{'total':>9}")
+    for (name, c), runs in results.items():
+        print(f"{name:<16}{c:>5}" + "".join(
+            f"{statistics.median(r['cpu_ms_by_thread'][role] for r in runs):>12.2f}"
+            for role in THREAD_ROLES) + f"{spread(runs, 'cpu_ms')[1]:>9.2f}")
     if ceiling is not None:
         fwd = statistics.median(ceiling.forward_ms)
         print(f"\n== against the CPU's ceiling: forward pass {min(ceiling.forward_ms):.1f}/{fwd:.1f}/"

@@ -26,8 +26,9 @@ def test_servers_are_reported_as_shares_of_the_ceiling(ceiling, capsys):
     fwd = sorted(ceiling.forward_ms)[1]
 
     def runs(rps: float, cpu_ms: float) -> list[dict]:
-        return [dict(rps=rps * k, cpu_ms=cpu_ms, p50=10.0, p99=20.0, errors=0, held=[1, 1])
-                for k in (0.9, 1.0, 1.1)]
+        by_thread = dict.fromkeys(bench_api.THREAD_ROLES, 0.0) | {"inference": cpu_ms}
+        return [dict(rps=rps * k, cpu_ms=cpu_ms, cpu_ms_by_thread=by_thread, p50=10.0,
+                     p99=20.0, errors=0, held=[1, 1]) for k in (0.9, 1.0, 1.1)]
 
     results = {("lab", 16): runs(10, 100), ("onnx", 16): runs(ceiling.rps / 2, 2 * fwd),
                ("onnx", 1): runs(5, 50)}
@@ -36,3 +37,34 @@ def test_servers_are_reported_as_shares_of_the_ceiling(ceiling, capsys):
     rows = re.findall(r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$",
                       out.split("against the CPU's ceiling")[1], re.M)
     assert rows == [("onnx", "16", "0.50", "0.50")]  # the lab and c=1 are not rated
+    table = out.split("CPU per request by thread")[1].split("against the CPU's ceiling")[0]
+    lab = re.search(r"^lab\s+16\s+(.*)$", table, re.M).group(1).split()
+    assert [float(x) for x in lab] == [0, 0, 100, 0, 0, 100]  # by role, then the total
+
+
+def test_thread_cpu_counts_each_named_thread_under_its_role():
+    """A thread named as the API's inference pool names its threads, kept busy for a
+    while, shows up under "inference" and not under the event loop (this main thread)."""
+    import os
+    import threading
+    import time
+
+    from app_api.thread_names import name_os_thread
+
+    def spin():
+        name_os_thread()
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    before = bench_api.thread_cpu([os.getpid()])
+    t = threading.Thread(target=spin, name="inference_7")
+    t.start()
+    # The thread's CPU is read while it still exists; its end is awaited by polling.
+    while t.is_alive():
+        during = bench_api.thread_cpu([os.getpid()])
+        t.join(0.05)
+    during.subtract(before)
+    assert during["inference"] >= 0.2, during
+    assert during["event loop"] < 0.2, during
+    assert set(during) <= set(bench_api.THREAD_ROLES)
