@@ -20,7 +20,7 @@ public_internal_endpoints = False
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
 # gunicorn workers per API instance. On CPU a worker serves the model's ONNX export
-# (about 300 MiB RSS with its 2 inference threads), so two per variant use both cores
+# (160-200 MiB RSS with its 2 inference threads), so two per variant use both cores
 # and keep the stack inside the lab's 4 GiB VM (docs/api.md, docs/deploy.md). A torch
 # worker (CUDA, or a model whose export was refused) is about 900 MiB: 1 on small hosts.
 api_workers = 2
