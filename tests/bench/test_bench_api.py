@@ -44,26 +44,34 @@ def test_servers_are_reported_as_shares_of_the_ceiling(ceiling, capsys):
 
 def test_thread_cpu_counts_each_named_thread_under_its_role():
     """A thread named as the API's inference pool names its threads, kept busy for a
-    while, shows up under "inference" and not under the event loop (this main thread)."""
+    while, shows up under "inference" and not under the event loop (this main thread).
+    The thread is read while it is parked, not after it ends: Linux drops an exited
+    thread from /proc/<pid>/task, so its CPU would not be counted."""
     import os
     import threading
     import time
 
     from app_api.thread_names import name_os_thread
 
+    spun, release = threading.Event(), threading.Event()
+
     def spin():
         name_os_thread()
         end = time.thread_time() + 0.3
         while time.thread_time() < end:
             pass
+        spun.set()
+        release.wait(30)
 
     before = bench_api.thread_cpu([os.getpid()])
-    t = threading.Thread(target=spin, name="inference_7")
+    t = threading.Thread(target=spin, name="inference_7", daemon=True)
     t.start()
-    # The thread's CPU is read while it still exists; its end is awaited by polling.
-    while t.is_alive():
+    try:
+        assert spun.wait(30)
         during = bench_api.thread_cpu([os.getpid()])
-        t.join(0.05)
+    finally:
+        release.set()
+        t.join(30)
     during.subtract(before)
     assert during["inference"] >= 0.2, during
     assert during["event loop"] < 0.2, during
