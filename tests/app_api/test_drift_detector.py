@@ -293,3 +293,35 @@ def test_monitor_counts_events_and_observes_the_statistic(saved_reference):
     assert _value("drift_test_stat_count", labels) == 60
     assert _value("drift_events_total", labels) >= 6  # a restart, then alarms again
     assert _value("drift_samples_dropped_total", labels) == 1
+
+
+def test_monitor_tests_a_burst_in_a_few_groups_not_one_wake_up_per_sample(saved_reference):
+    """Under load the drift thread takes what has queued and rests between groups: a burst
+    of 200 samples submitted within one rest is tested in a handful of groups, each sample
+    once and in order."""
+    ref = DriftReference.load(saved_reference)
+    labels = ("grouptest", "v1")
+    monitor = DriftMonitor(labels, 1000, ref)
+    tested, rests = [], []
+    real_update, real_wait = monitor.detector.update, monitor._rest.wait
+
+    def update(x):
+        tested.append(int(x[0]))
+        return real_update(x)
+
+    def wait(timeout):
+        rests.append(len(tested))
+        return real_wait(timeout)
+
+    monitor.detector.update, monitor._rest.wait = update, wait
+    monitor.start()
+    xs = features(np.random.default_rng(2), 200)
+    xs[:, 0] = np.arange(200)  # each sample says its place
+    for x in xs:
+        monitor.submit(x)
+    deadline = time.monotonic() + 20
+    while _value("drift_samples_total", labels) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monitor.stop()
+    assert tested == list(range(200))
+    assert 1 <= len(rests) <= 5, f"rested after each of {rests} samples"
