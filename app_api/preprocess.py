@@ -146,7 +146,8 @@ def prepare(im: Image.Image, pp: Preprocessing, limits: Limits = Limits()) -> np
             im.draft("RGB", target)
         _check_decoded_bytes(im, limits)
         im.load()
-        im = ImageOps.exif_transpose(im)
+        # In place: without an EXIF rotation the copy it would return is wasted work.
+        ImageOps.exif_transpose(im, in_place=True)
         im = _to_rgb(im)
     except BadInput:
         raise
