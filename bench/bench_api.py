@@ -4,6 +4,7 @@ one machine with the same model (the lab's MobileNetV2) and the same image.
     python bench/bench_api.py                  # the full run (make bench): minutes
     python bench/bench_api.py --quick          # 2 s per run, 2 runs, to check it works
     python bench/bench_api.py --variants lab,onnx,onnx-threads1,onnx-reuseport --repeat 7
+    python bench/bench_api.py --variants onnx --against HEAD~1 --interleave   # a code change
 
 Servers: ``lab`` (bench/lab_pattern.py under one uvicorn process) and variants of ours
 (``gourmetgram serve-api``: gunicorn + uvicorn workers; torch or ONNX Runtime; one
@@ -19,7 +20,10 @@ inference, drift: where a request's CPU goes), and resident memory (RSS and PSS)
 process.
 
 wrk runs on the same cores as the servers; on a 2-core machine it takes a share of
-the CPU from every server alike.
+the CPU from every server alike. ``--against REV`` adds the ``onnx`` defaults served
+from git revision REV (a temporary worktree), named ``onnx@REV``, so a code change is
+measured against its parent in one run; ``--interleave`` starts every server first and
+takes their runs in turn, so a slow minute of the machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     lab: bool = False
     doc: str = ""
+    tree: Path | None = None  # another checkout to serve from (--against)
 
 
 VARIANTS = {
@@ -174,7 +179,9 @@ def start_server(v: Variant, tmp: Path, sd_model: Path, pickle_model: Path) -> t
                 "--port", str(port), "--model", str(sd_model), "--device", "cpu",
                 "--variant", "bench", "--metrics-dir", str(tmp / f"metrics-{v.name}"), *v.args]
         env = child_env(FOOD11_LOG_LEVEL="warning", **v.env)
-    proc = Proc(argv, log, env=env)
+    if v.tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(v.tree), env["PYTHONPATH"]])
+    proc = Proc(argv, log, env=env, cwd=v.tree)
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/readyz", timeout=180)
     return proc, url
@@ -213,6 +220,26 @@ def memory(pid: int) -> list[tuple[int, str, float, float]]:
             role = "uvicorn"
         rows.append((p, role, vals.get("Rss:", 0.0), vals.get("Pss:", 0.0)))
     return rows
+
+
+def worktree(rev: str, tmp: Path) -> Variant:
+    """The ``onnx`` defaults served from a checkout of ``rev`` in ``tmp`` (removed by
+    ``remove_worktree``)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise ValueError(f"--against {rev}: not a revision of this repository "
+                         f"({sha.stderr.strip()})")
+    path = tmp / f"tree-{sha.stdout.strip()}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(path),
+                    sha.stdout.strip()], check=True)
+    return Variant(f"onnx@{rev}", args=VARIANTS["onnx"].args, tree=path,
+                   doc=f"the onnx defaults as of {rev} ({sha.stdout.strip()})")
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                   capture_output=True)
 
 
 # --- load --------------------------------------------------------------------------
@@ -282,13 +309,28 @@ def thread_cpu(pids: list[int]) -> Counter:
     return out
 
 
+def cpu_snapshot(pids: list[int]) -> tuple[float, Counter]:
+    return cpu_seconds(pids), thread_cpu(pids)
+
+
+def cpu_since(pids: list[int], before: tuple[float, Counter]) -> tuple[float, Counter]:
+    """CPU seconds used since ``before`` (a cpu_snapshot): in all, and by role. "other"
+    is what the named roles leave of the total: a thread that ended meanwhile (the lab's
+    pool) is gone from /proc/PID/task, but its CPU stays in /proc/PID/stat."""
+    total = cpu_seconds(pids) - before[0]
+    roles = thread_cpu(pids)
+    roles.subtract(before[1])
+    roles["other"] = total - sum(roles[r] for r in THREAD_ROLES if r != "other")
+    return total, roles
+
+
 def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: float,
             pids: list[int]) -> dict:
     """One closed-loop wrk run; the connections per process are sampled mid-run, and
     the server's CPU time per request is measured (a figure that other load on the
     machine changes much less than req/s). ``url`` is the whole address posted to."""
     port = urlsplit(url).port or 80
-    cpu_before, threads_before = cpu_seconds(pids), thread_cpu(pids)
+    before = cpu_snapshot(pids)
     held: list[int] = []
     sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_process(port, pids)))
     sampler.start()
@@ -298,9 +340,7 @@ def wrk_run(url: str, body_file: Path, script: Path, concurrency: int, seconds: 
         capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
     )
     sampler.join()
-    cpu = cpu_seconds(pids) - cpu_before
-    by_thread = thread_cpu(pids)
-    by_thread.subtract(threads_before)
+    cpu, by_thread = cpu_since(pids, before)
     out = res.stdout
     if res.returncode != 0 or "Requests/sec" not in out:
         raise RuntimeError(f"wrk failed: {res.stderr or out}")
@@ -398,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: random weights, as in the issue's figures)")
     p.add_argument("--baseline", help="the variant the ratios are against "
                    "(default: lab when it runs, else the first)")
+    p.add_argument("--against", metavar="REV",
+                   help="also serve the onnx defaults from git revision REV (onnx@REV)")
+    p.add_argument("--interleave", action="store_true",
+                   help="start every server first and take their runs in turn")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -406,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    if args.baseline and args.baseline not in names:
+    if args.baseline and args.baseline not in [*names, f"onnx@{args.against}"]:
         p.error(f"--baseline {args.baseline} is not among --variants")
     if "jemalloc" in names and not JEMALLOC:
         p.error("variant jemalloc: libjemalloc.so.2 not found (apt install libjemalloc2)")
@@ -423,7 +467,16 @@ def main(argv: list[str] | None = None) -> int:
     body_file, script = wrk_inputs(tmp)
     results: dict = {}
     mem: dict = {}
+    variants = {n: VARIANTS[n] for n in names}
+    servers: dict = {}  # name -> (Proc, predict URL, worker pids)
     try:
+        if args.against:
+            try:
+                extra = worktree(args.against, tmp)
+            except ValueError as e:
+                p.error(str(e))
+            variants[extra.name] = extra
+            names.append(extra.name)
         sd_model, pickle_model = make_models(tmp, args.model)
         ceiling = forward_ceiling(sd_model, args.repeat)
         print(f"forward pass of the served export, one thread, batch 1: median "
@@ -432,26 +485,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}; model: MobileNetV2 "
               f"Food-11 ({'given weights' if args.model else 'random weights'}); 400x300 JPEG; "
               f"{args.repeat} runs of {args.seconds:g} s per configuration", flush=True)
-        for name in names:
-            v = VARIANTS[name]
+
+        def start(name: str) -> None:
+            v = variants[name]
             print(f"-- {name}: {v.doc}", flush=True)
             proc, url = start_server(v, tmp, sd_model, pickle_model)
-            try:
-                workers = [p for p in process_tree(proc.pid) if p != proc.pid or v.lab]
-                predict = url + "/predict"
-                wrk_run(predict, body_file, script, max(concurrency), min(2.0, args.seconds), workers)
+            servers[name] = (proc, url + "/predict",
+                             [p for p in process_tree(proc.pid) if p != proc.pid or v.lab])
+            wrk_run(servers[name][1], body_file, script, max(concurrency),
+                    min(2.0, args.seconds), servers[name][2])
+
+        def run(name: str, c: int) -> None:
+            _, predict, workers = servers[name]
+            results.setdefault((name, c), []).append(
+                r := wrk_run(predict, body_file, script, c, args.seconds, workers))
+            print(f"   {name + ' ' if args.interleave else ''}c={c:<3} {r['rps']:7.1f} req/s  "
+                  f"p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  CPU {r['cpu_ms']:5.1f} ms/req  "
+                  f"errors {r['errors']}  connections per worker "
+                  f"{'/'.join(map(str, r['held']))}  load {os.getloadavg()[0]:.2f}", flush=True)
+
+        def stop(name: str) -> None:
+            proc = servers.pop(name)[0]
+            mem[name] = memory(proc.pid)
+            proc.stop()
+
+        if args.interleave:
+            for name in names:
+                start(name)
+            for c in concurrency:
+                for _ in range(args.repeat):
+                    for name in names:
+                        run(name, c)
+            for name in names:
+                stop(name)
+        else:
+            for name in names:
+                start(name)
                 for c in concurrency:
-                    runs = results[(name, c)] = []
                     for _ in range(args.repeat):
-                        runs.append(r := wrk_run(predict, body_file, script, c, args.seconds, workers))
-                        print(f"   c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p99 "
-                              f"{r['p99']:7.1f} ms  CPU {r['cpu_ms']:5.1f} ms/req  errors "
-                              f"{r['errors']}  connections per worker "
-                              f"{'/'.join(map(str, r['held']))}  load {os.getloadavg()[0]:.2f}",
-                              flush=True)
-                mem[name] = memory(proc.pid)
-            finally:
-                proc.stop()
+                        run(name, c)
+                stop(name)
+        # Results in the order of the names, whatever order the runs took.
+        results = {(n, c): results[(n, c)] for n in names for c in concurrency}
         print_results(results, mem, names, args.baseline, ceiling)
         if args.json:
             args.json.write_text(json.dumps({
@@ -461,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
                                for r in rows] for k, rows in mem.items()},
             }, indent=1))
     finally:
+        for proc, _, _ in servers.values():
+            proc.stop()
+        for v in variants.values():
+            if v.tree is not None:
+                remove_worktree(v.tree)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

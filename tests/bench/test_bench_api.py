@@ -76,3 +76,52 @@ def test_thread_cpu_counts_each_named_thread_under_its_role():
     assert during["inference"] >= 0.2, during
     assert during["event loop"] < 0.2, during
     assert set(during) <= set(bench_api.THREAD_ROLES)
+
+
+def test_cpu_of_a_thread_that_ended_is_counted_as_other():
+    """The lab's pool threads come and go: one that spun and ended during the measured
+    span is no longer in /proc/<pid>/task, yet its CPU must show (under "other"), never
+    as a negative share."""
+    import os
+    import threading
+    import time
+
+    def spin():
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    pids = [os.getpid()]
+    before = bench_api.cpu_snapshot(pids)
+    t = threading.Thread(target=spin, name="pool_worker", daemon=True)
+    t.start()
+    t.join(30)
+    total, roles = bench_api.cpu_since(pids, before)
+    assert total >= 0.25, total
+    assert roles["other"] >= 0.25, roles
+    assert min(roles[r] for r in bench_api.THREAD_ROLES) >= 0, roles
+
+
+def test_against_serves_the_defaults_from_a_worktree_of_the_revision(tmp_path):
+    """--against REV: the onnx defaults from a checkout of REV, which is removed after."""
+    import subprocess
+
+    import pytest
+
+    v = bench_api.worktree("HEAD", tmp_path)
+    try:
+        assert v.name == "onnx@HEAD"
+        assert v.args == bench_api.VARIANTS["onnx"].args
+        assert (v.tree / "app_api" / "main.py").is_file()
+        head = subprocess.run(["git", "-C", str(v.tree), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout
+        assert head == subprocess.run(["git", "-C", str(bench_api.ROOT), "rev-parse", "HEAD"],
+                                      capture_output=True, text=True, check=True).stdout
+    finally:
+        bench_api.remove_worktree(v.tree)
+    assert not v.tree.exists()
+    listed = subprocess.run(["git", "-C", str(bench_api.ROOT), "worktree", "list"],
+                            capture_output=True, text=True, check=True).stdout
+    assert str(v.tree) not in listed
+    with pytest.raises(ValueError, match="not a revision"):
+        bench_api.worktree("no-such-revision-here", tmp_path)
