@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,15 +104,55 @@ def open_export(onnx_path: Path, threads: int = 1):
     return session, export
 
 
+class IdleCore:
+    """Whether the host's cores are not all taken right now: no more runnable threads,
+    the caller included, than cores this process may run on. Not "fewer": the caller's
+    own event loop is often still finishing the hand-off that woke it. The kernel's
+    instantaneous count in /proc/loadavg (its fourth field, ``running/total``) sees the
+    other workers and instances too, which a count inside one process does not. Where it
+    cannot be read, every core counts as free."""
+
+    def __init__(self, path: str = "/proc/loadavg"):
+        self.cores = len(os.sched_getaffinity(0))
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> bool:
+        if self._fd is None:
+            return True
+        try:
+            return runnable_threads(os.pread(self._fd, 128, 0)) <= self.cores
+        except (OSError, ValueError, IndexError):
+            return True
+
+
+def runnable_threads(loadavg: bytes) -> int:
+    """The runnable threads in /proc/loadavg's text (``0.50 0.40 0.30 3/512 1234``)."""
+    return int(loadavg.split()[3].split(b"/")[0])
+
+
 class OnnxModel:
     """A model served by ONNX Runtime on CPU; the same interface as model.LoadedModel.
     ``InferenceSession.run`` is thread-safe and releases the GIL, so several inference
-    threads can share one session."""
+    threads can share one session.
 
-    def __init__(self, session, info: ModelInfo):
+    With a ``solo`` session (the same graph on more intra-op threads), a forward pass
+    that starts while no other runs in this process and a core of the host is idle
+    takes it: a lone request then uses the idle cores (lower latency at low load), while
+    concurrent ones keep one thread each, which gives more throughput when every core is
+    busy (docs/api.md)."""
+
+    def __init__(self, session, info: ModelInfo, solo=None):
         self.session = session
+        self.solo = solo
         self.info = info
         self._outputs = [o.name for o in session.get_outputs()]
+        self._lock = threading.Lock()
+        self._running = 0
+        self.solo_runs = 0  # forward passes that ran on the solo session
+        self.idle_core = IdleCore() if solo is not None else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -119,19 +161,34 @@ class OnnxModel:
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``images``: uint8 (N, H, W, 3). Returns probabilities (N, C) and the
         penultimate features (N, D) of the same run (or None)."""
-        out = self.session.run(self._outputs, {INPUT_NAME: np.ascontiguousarray(images)})
+        feed = {INPUT_NAME: np.ascontiguousarray(images)}
+        if self.solo is None:
+            out = self.session.run(self._outputs, feed)
+        else:
+            with self._lock:
+                self._running += 1
+                alone = self._running == 1 and self.idle_core()
+                self.solo_runs += alone
+            try:
+                out = (self.solo if alone else self.session).run(self._outputs, feed)
+            finally:
+                with self._lock:
+                    self._running -= 1
         return out[0], out[1] if len(out) > 1 else None
 
     def warm_up(self, max_batch: int) -> None:
         c = self.info.preprocessing.crop
-        for n in sorted({1, 2, max_batch}):
-            self.infer(np.zeros((n, c, c, 3), dtype=np.uint8))
+        for session in (self.session, self.solo):
+            for n in sorted({1, 2, max_batch}) if session is not None else ():
+                session.run(self._outputs, {INPUT_NAME: np.zeros((n, c, c, 3), dtype=np.uint8)})
 
 
-def load_onnx(model_path: Path, *, threads: int = 1, version: str | None = None,
-              digest: str | None = None, onnx_file: Path | None = None) -> OnnxModel:
+def load_onnx(model_path: Path, *, threads: int = 1, solo_threads: int = 0,
+              version: str | None = None, digest: str | None = None,
+              onnx_file: Path | None = None) -> OnnxModel:
     """The export beside ``model_path`` (or ``onnx_file``), refused unless it was made
-    from exactly that model file."""
+    from exactly that model file. ``solo_threads`` above ``threads`` adds the solo
+    session (OnnxModel) on that many intra-op threads."""
     model_path = Path(model_path)
     onnx_path = onnx_file or onnx_path_for(model_path)
     if not onnx_path.is_file():
@@ -163,7 +220,8 @@ def load_onnx(model_path: Path, *, threads: int = 1, version: str | None = None,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{onnx_path}: damaged export metadata ({e})") from None
-    model = OnnxModel(session, info)
+    solo = open_export(onnx_path, solo_threads)[0] if solo_threads > threads else None
+    model = OnnxModel(session, info, solo)
     c = info.preprocessing.crop
     try:
         probs, _ = model.infer(np.zeros((1, c, c, 3), dtype=np.uint8))
@@ -189,7 +247,8 @@ def resolve_device(device: str) -> str:
 
 
 def load_for_serving(model_path: Path, *, runtime: str, device: str, threads: int,
-                     allow_pickle: bool = False, version: str | None = None):
+                     solo_threads: int = 0, allow_pickle: bool = False,
+                     version: str | None = None):
     """The model a worker serves: an OnnxModel or a model.LoadedModel (not warmed up).
 
     ``runtime``: ``auto`` is ONNX Runtime on CPU when the export matches the model file,
@@ -204,12 +263,13 @@ def load_for_serving(model_path: Path, *, runtime: str, device: str, threads: in
             "set FOOD11_RUNTIME=auto or torch (or FOOD11_DEVICE=cpu)"
         )
     if runtime == "onnx":
-        return load_onnx(model_path, threads=threads, version=version)
+        return load_onnx(model_path, threads=threads, solo_threads=solo_threads, version=version)
     if runtime == "auto" and device == "cpu" and not onnx_path_for(model_path).exists():
         log.info("FOOD11_RUNTIME=auto: no ONNX export of %s, serving with torch", model_path)
     elif runtime == "auto" and device == "cpu":
         try:
-            return load_onnx(model_path, threads=threads, version=version)
+            return load_onnx(model_path, threads=threads, solo_threads=solo_threads,
+                             version=version)
         except ModelLoadError as e:
             log.warning("FOOD11_RUNTIME=auto: serving with torch, as %s", e)
     import torch
@@ -228,6 +288,7 @@ def load_from_settings(model_path: Path, settings):
         runtime=settings.runtime,
         device=settings.device,
         threads=settings.torch_threads,
+        solo_threads=settings.solo_threads,
         allow_pickle=settings.allow_pickle,
         version=settings.model_version,
     )

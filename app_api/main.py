@@ -20,7 +20,7 @@ from app_api import metrics
 from app_api.batching import Batcher
 from app_api.drift import DriftReferenceError
 from app_api.drift_monitor import start_monitor
-from app_api.inference import DEFAULT_MAX_BATCH, load_from_settings
+from app_api.inference import DEFAULT_MAX_BATCH, OnnxModel, load_from_settings
 from app_api.model_info import ModelLoadError
 from app_api.preprocess import BadInput, Limits, image_from_base64, image_from_bytes
 from app_api.settings import DEFAULT_DEMO_MODEL, ApiSettings
@@ -195,6 +195,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state["drift"] = drift
         state["model"] = model
         state["version"] = info.version
+        # Intra-op threads of a forward pass that runs alone (0: no solo session).
+        state["solo_threads"] = (
+            settings.solo_threads if isinstance(model, OnnxModel) and model.solo else 0)
         metrics.MODEL_INFO.labels(
             settings.variant, info.version, info.sha256, info.form, info.device
         ).set(1)
@@ -209,9 +212,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         log.info(
             "serving %s model %s (%s, sha256 %s) on %s with %s, %d inference thread(s), "
-            "batches of up to %d",
+            "batches of up to %d, %d intra-op thread(s) for a forward pass that runs alone",
             settings.variant, info.version, info.form, info.sha256[:12], info.device,
-            info.runtime, threads, max_batch,
+            info.runtime, threads, max_batch, state["solo_threads"] or settings.torch_threads,
         )
         try:
             yield
@@ -310,7 +313,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "model not loaded yet"}, status_code=503)
         drift = state["drift"]
         return {"variant": settings.variant, **state["model"].info.as_dict(),
-                "max_batch": state["batcher"].max_batch,
+                "max_batch": state["batcher"].max_batch, "solo_threads": state["solo_threads"],
                 "drift": drift.status() if drift is not None else {"state": "off"}}
 
     @app.get("/metrics", include_in_schema=False)

@@ -40,6 +40,11 @@ class ApiSettings(BaseSettings):
         1, ge=1, le=64, description="Intra-op threads per inference thread (torch or ONNX "
         "Runtime); workers x inference_threads x torch_threads <= cores.",
     )
+    solo_threads: int = Field(
+        2, ge=0, le=64, description="ONNX Runtime: intra-op threads of a forward pass that "
+        "starts while no other runs in its worker (a second session of the model, about 20 "
+        "MiB), so a lone request uses the idle cores; 0, or not above torch_threads: off.",
+    )
     inference_threads: int = Field(
         2, ge=1, le=64, description="Threads running batches in each worker, sharing one "
         "queue and one model (on CUDA: 1).",

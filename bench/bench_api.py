@@ -74,7 +74,12 @@ VARIANTS = {
                      doc="torch eager, 2 workers on one shared socket (the old default)"),
     "onnx": Variant("onnx", args=["--runtime", "onnx"],
                     doc="ONNX Runtime, serve-api defaults: 2 workers on one shared socket, "
-                        "2 inference threads each, no batching"),
+                        "2 inference threads each, no batching, a lone forward pass on 2 "
+                        "intra-op threads"),
+    "onnx-solo0": Variant(
+        "onnx-solo0", args=["--runtime", "onnx"], env={"FOOD11_SOLO_THREADS": "0"},
+        doc="ONNX Runtime, serve-api defaults but a lone forward pass on one thread too "
+            "(no solo session)"),
     "onnx-threads1": Variant(
         "onnx-threads1", args=["--runtime", "onnx", "--inference-threads", "1"],
         doc="ONNX Runtime, 2 workers on one shared socket, 1 inference thread each"),

@@ -95,6 +95,8 @@ def test_batch_size_default_follows_the_runtime(exported, runtime, max_batch, se
                            headers={"content-type": "image/jpeg"}).status_code == 200
     assert (info["runtime"], info["max_batch"]) == (runtime, served)
     assert app.state.serving["batcher"].max_batch == served
+    # A lone forward pass on two intra-op threads: ONNX Runtime only (the default).
+    assert info["solo_threads"] == (2 if runtime == "onnx" else 0)
 
 
 @pytest.mark.parametrize(("value", "parsed"), [("", None), ("3", 3), ("0", ValueError),
@@ -245,3 +247,121 @@ def test_sessions_do_not_spin_between_forward_passes(exported, threads):
     opts = model.session.get_session_options()
     assert opts.intra_op_num_threads == threads
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_a_lone_forward_pass_runs_on_the_solo_session_with_the_same_answers(exported):
+    """solo_threads=2: a second session of the same export on two intra-op threads (not
+    spinning either), giving what the one-thread session gives."""
+    plain = load_onnx(exported[0])
+    model = load_onnx(exported[0], solo_threads=2)
+    assert plain.solo is None
+    opts = model.solo.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert model.session.get_session_options().intra_op_num_threads == 1
+    images = check_images(224, n=3, seed=11)
+    model.idle_core = lambda: True  # whatever else this machine runs now
+    before = model.solo_runs
+    got_p, got_f = model.infer(images)
+    want_p, want_f = plain.infer(images)
+    assert model.solo_runs == before + 1
+    assert (got_p.argmax(1) == want_p.argmax(1)).all()
+    assert np.abs(got_p - want_p).max() <= 1e-6
+    assert np.abs(got_f - want_f).max() <= 1e-5 * np.abs(want_f).max()
+
+
+@pytest.mark.parametrize(("threads", "solo_threads"), [(1, 0), (1, 1), (2, 2)])
+def test_no_solo_session_unless_it_has_more_threads(exported, threads, solo_threads):
+    model = load_onnx(exported[0], threads=threads, solo_threads=solo_threads)
+    assert model.solo is None
+    model.infer(check_images(224, n=1, seed=3))
+    assert model.solo_runs == 0
+
+
+def test_a_forward_pass_that_starts_while_another_runs_keeps_one_thread(exported):
+    """The second of two concurrent forward passes takes the one-thread session, and once
+    both are done a lone one takes the solo session again. The sessions are wrapped only
+    to hold the first pass inside its run and to record which session ran."""
+    import threading
+
+    model = load_onnx(exported[0], solo_threads=2)
+    model.idle_core = lambda: True  # whatever else this machine runs now
+    used, inside, release = [], threading.Event(), threading.Event()
+
+    class Held:
+        def __init__(self, name, session, hold):
+            self.name, self.session, self.hold = name, session, hold
+
+        def run(self, outputs, feed):
+            used.append(self.name)
+            if self.hold:
+                inside.set()
+                assert release.wait(30)
+            return self.session.run(outputs, feed)
+
+    before = model.solo_runs
+    model.solo = Held("solo", model.solo, hold=True)
+    model.session = Held("one-thread", model.session, hold=False)
+    image = check_images(224, n=1, seed=5)
+    first = threading.Thread(target=model.infer, args=(image,))
+    first.start()
+    try:
+        assert inside.wait(30)
+        model.infer(image)  # while the first is inside its run
+    finally:
+        release.set()
+        first.join(30)
+    model.solo.hold = False
+    model.infer(image)
+    assert used == ["solo", "one-thread", "solo"]
+    assert model.solo_runs == before + 2
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("0", 0), ("4", 4), ("-1", ValueError),
+                                               ("65", ValueError), ("two", ValueError)])
+def test_solo_threads_from_the_environment(monkeypatch, value, parsed):
+    from app_api.settings import ApiSettings
+
+    monkeypatch.setenv("FOOD11_SOLO_THREADS", value)
+    if parsed is ValueError:
+        with pytest.raises(ValueError, match="solo_threads"):
+            ApiSettings()
+    else:
+        assert ApiSettings().solo_threads == parsed
+
+
+def test_a_lone_forward_pass_keeps_one_thread_when_no_core_is_idle(exported):
+    """Alone in its process but not on the host (the other worker or instance is busy):
+    the one-thread session."""
+    model = load_onnx(exported[0], solo_threads=2)
+    model.idle_core = lambda: False
+    before = model.solo_runs
+    model.infer(check_images(224, n=1, seed=6))
+    assert model.solo_runs == before
+
+
+@pytest.mark.parametrize(("text", "cores", "idle"), [
+    (b"0.50 0.40 0.30 1/512 1234\n", 2, True),     # only the caller runs
+    (b"0.90 0.80 0.70 2/512 1234\n", 2, True),     # and one other thread, such as its event loop
+    (b"1.90 1.80 1.70 3/512 1234\n", 2, False),    # every core is taken
+    (b"3.10 2.00 1.00 5/640 99\n", 8, True),
+    (b"7.10 6.00 5.00 9/640 99\n", 8, False),
+    (b"", 2, True),                                 # unreadable: every core counts as free
+    (b"garbage", 2, True),
+])
+def test_idle_core_reads_the_runnable_threads_of_the_host(tmp_path, text, cores, idle):
+    from app_api.inference import IdleCore
+
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_bytes(text)
+    probe = IdleCore(str(loadavg))
+    probe.cores = cores
+    assert probe() is idle
+
+
+def test_idle_core_on_this_host_counts_the_caller_and_a_missing_file_means_idle(tmp_path):
+    from app_api.inference import IdleCore, runnable_threads
+
+    with open("/proc/loadavg", "rb") as fh:
+        assert runnable_threads(fh.read()) >= 1  # the reading thread itself runs
+    assert IdleCore(str(tmp_path / "missing"))() is True

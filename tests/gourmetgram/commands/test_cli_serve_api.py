@@ -41,6 +41,7 @@ def assert_one_line_usage_error(res, *words: str) -> None:
         (["--variant", "Bad Name!"], {}, ["variant"]),
         (["--model", "/nonexistent/food11.pth"], {}, ["/nonexistent/food11.pth", "does not exist"]),
         (["--max-batch", "-1"], {}, ["max_batch"]),
+        ([], {"FOOD11_SOLO_THREADS": "-2"}, ["solo_threads"]),
         (["--frobnicate"], {}, ["--frobnicate"]),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
