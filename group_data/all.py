@@ -20,10 +20,14 @@ public_internal_endpoints = False
 web_port = 5000
 api_ports = {"production": 8000, "canary": 8001}
 # gunicorn workers per API instance. On CPU a worker serves the model's ONNX export
-# (160-200 MiB RSS with its 2 inference threads), so two per variant use both cores
+# (160-240 MiB RSS with its 2 inference threads), so two per variant use both cores
 # and keep the stack inside the lab's 4 GiB VM (docs/api.md, docs/deploy.md). A torch
 # worker (CUDA, or a model whose export was refused) is about 900 MiB: 1 on small hosts.
 api_workers = 2
+# Intra-op threads of an API worker's forward pass while it runs alone on an idle host
+# (FOOD11_SOLO_THREADS): lower latency at low load from a second ONNX Runtime session,
+# about 30 MiB more per worker; 0 turns it off (docs/api.md).
+api_solo_threads = 2
 # Where the APIs run the model: "auto" (CUDA where present), "cpu" (also hides every
 # device from the API unit) or "cuda".
 api_device = "auto"

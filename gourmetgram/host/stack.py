@@ -45,6 +45,9 @@ class StackConfig(BaseModel):
     api_ports: dict[str, int]
     api_workers: int = Field(ge=1, le=64)
     api_device: Literal["auto", "cpu", "cuda"]
+    # Intra-op threads of a forward pass that runs alone (FOOD11_SOLO_THREADS, docs/api.md);
+    # a default, so a stack.json written before the key existed still loads.
+    api_solo_threads: int = Field(2, ge=0, le=64)
     models: dict[str, ModelSpec]
     canary_weight: int = Field(ge=0, le=100)
     # Percent of production's POST /api/predict requests Nginx mirrors to the canary
