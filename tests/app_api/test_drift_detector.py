@@ -236,6 +236,13 @@ def _value(name, labels):
     return REGISTRY.get_sample_value(name, dict(zip(("variant", "model_version"), labels, strict=True)))
 
 
+def _wait_for_samples(labels, n: int, timeout: float) -> None:
+    """Polls drift_samples_total until it reaches ``n`` or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while _value("drift_samples_total", labels) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_full_queue_drops_and_counts_without_blocking(saved_reference):
     ref = DriftReference.load(saved_reference)
     labels = ("queuetest", "v1")
@@ -266,9 +273,7 @@ def test_full_queue_drops_and_counts_without_blocking(saved_reference):
     assert done.wait(5), "submit blocked on a full queue"
     assert _value("drift_samples_dropped_total", labels) == 96
     release.set()
-    deadline = time.monotonic() + 10
-    while _value("drift_samples_total", labels) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_samples(labels, 5, timeout=10)
     assert _value("drift_samples_total", labels) == 5
     assert _value("drift_enabled", labels) == 1
     assert _value("drift_threshold", labels) == pytest.approx(ref.stationary_threshold)
@@ -285,9 +290,7 @@ def test_monitor_counts_events_and_observes_the_statistic(saved_reference):
     xs[30, 5] = np.nan  # not tested (it would poison the window), counted as dropped
     for x in xs:
         monitor.submit(x)
-    deadline = time.monotonic() + 20
-    while _value("drift_samples_total", labels) < 60 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_samples(labels, 60, timeout=20)
     monitor.stop()
     assert _value("drift_samples_total", labels) == 60
     assert _value("drift_test_stat_count", labels) == 60
@@ -319,9 +322,7 @@ def test_monitor_tests_a_burst_in_a_few_groups_not_one_wake_up_per_sample(saved_
     xs[:, 0] = np.arange(200)  # each sample says its place
     for x in xs:
         monitor.submit(x)
-    deadline = time.monotonic() + 20
-    while _value("drift_samples_total", labels) < 200 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_samples(labels, 200, timeout=20)
     monitor.stop()
     assert tested == list(range(200))
     assert 1 <= len(rests) <= 5, f"rested after each of {rests} samples"

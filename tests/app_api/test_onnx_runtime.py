@@ -99,17 +99,21 @@ def test_batch_size_default_follows_the_runtime(exported, runtime, max_batch, se
     assert info["solo_threads"] == (2 if runtime == "onnx" else 0)
 
 
-@pytest.mark.parametrize(("value", "parsed"), [("", None), ("3", 3), ("0", ValueError),
-                                               ("257", ValueError), ("many", ValueError)])
-def test_max_batch_from_the_environment(monkeypatch, value, parsed):
+@pytest.mark.parametrize(("field", "value", "parsed"), [
+    ("max_batch", "", None), ("max_batch", "3", 3), ("max_batch", "0", ValueError),
+    ("max_batch", "257", ValueError), ("max_batch", "many", ValueError),
+    ("solo_threads", "0", 0), ("solo_threads", "4", 4), ("solo_threads", "-1", ValueError),
+    ("solo_threads", "65", ValueError), ("solo_threads", "two", ValueError),
+])
+def test_runtime_settings_from_the_environment(monkeypatch, field, value, parsed):
     from app_api.settings import ApiSettings
 
-    monkeypatch.setenv("FOOD11_MAX_BATCH", value)
+    monkeypatch.setenv(f"FOOD11_{field.upper()}", value)
     if parsed is ValueError:
-        with pytest.raises(ValueError, match="max_batch"):
+        with pytest.raises(ValueError, match=field):
             ApiSettings()
     else:
-        assert ApiSettings().max_batch == parsed
+        assert getattr(ApiSettings(), field) == parsed
 
 
 SERVE_WITHOUT_TORCH = textwrap.dedent("""
@@ -315,19 +319,6 @@ def test_a_forward_pass_that_starts_while_another_runs_keeps_one_thread(exported
     model.infer(image)
     assert used == ["solo", "one-thread", "solo"]
     assert model.solo_runs == before + 2
-
-
-@pytest.mark.parametrize(("value", "parsed"), [("0", 0), ("4", 4), ("-1", ValueError),
-                                               ("65", ValueError), ("two", ValueError)])
-def test_solo_threads_from_the_environment(monkeypatch, value, parsed):
-    from app_api.settings import ApiSettings
-
-    monkeypatch.setenv("FOOD11_SOLO_THREADS", value)
-    if parsed is ValueError:
-        with pytest.raises(ValueError, match="solo_threads"):
-            ApiSettings()
-    else:
-        assert ApiSettings().solo_threads == parsed
 
 
 def test_a_lone_forward_pass_keeps_one_thread_when_no_core_is_idle(exported):
